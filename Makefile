@@ -1,0 +1,60 @@
+# MarketLag DLQ. `make help` lists the targets. Versions are pinned in versions.env.
+include versions.env
+export
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY      := .venv/bin/python
+VENV_OK := .venv/.installed
+JARS_OK := build/lib/.resolved
+MVN     := mvn -q -B -f java/pom.xml -Dflink.version=$(FLINK_VERSION) \
+           -Dflink.kafka.connector.version=$(FLINK_KAFKA_CONNECTOR_VERSION) \
+           -Dkafka.version=$(KAFKA_VERSION) -Dscala.binary.version=$(SCALA_BINARY_VERSION)
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test test-unit test-integration lint format kafka-up kafka-down topics \
+        cluster-up cluster-down submit bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(VENV_OK) $(JARS_OK) ## Create .venv with the project, resolve the Java artifacts (idempotent)
+
+$(VENV_OK): pyproject.toml
+	@test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+$(JARS_OK): versions.env java/pom.xml $(wildcard java/src/main/java/io/marketlag/dlq/*.java)
+	rm -rf build/lib
+	$(MVN) package
+	@touch $@
+
+kafka-up: setup ## Start the local single-node KRaft broker on 127.0.0.1:9092
+	@scripts/kafka.sh up
+
+kafka-down: ## Stop the local broker (by its pid) and wait for it to exit
+	@scripts/kafka.sh down
+
+topics: setup ## Create the topics of SPEC section 2 (idempotent)
+	@.venv/bin/dlq topics
+
+test: setup ## Everything CI runs: lint, unit, integration and e2e tests (own broker)
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest -v $(PYTEST_ARGS)
+
+test-unit: setup ## Only the unit tests (no processes)
+	$(PY) -m pytest -v tests/unit $(PYTEST_ARGS)
+
+lint: setup ## ruff (lint and format check) and mypy
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+format: setup ## Apply ruff's fixes and formatting
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+clean: ## Remove the venv, resolved jars and local broker/Flink data
+	rm -rf .venv build var java/target

@@ -1,0 +1,1 @@
+"""Operational tooling for the MarketLag DLQ: topics, stats, monitor, analyze, replay."""

@@ -1,0 +1,228 @@
+"""The job's configuration: one frozen, typed object, loaded once and passed explicitly.
+
+Values come from ``conf/job.yaml``; connection settings can be overridden from the
+environment (SPEC section 6). Credentials come from the environment only and are held in
+:class:`Secret`, whose ``repr`` and ``str`` never show the value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "conf" / "job.yaml"
+FEEDS = ("rss", "polymarket")
+
+
+class ConfigError(ValueError):
+    """The configuration file or an override is invalid; the message says where."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A credential. Printing, logging or formatting it shows ``***``, never the value."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """How to reach the brokers; security settings from the environment only."""
+
+    bootstrap_servers: str
+    transactional_id_prefix: str = "marketlag-dlq"
+    transaction_timeout_ms: int = 600_000
+    max_request_size: int = 16 * 1024 * 1024
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    ssl_ca_location: str | None = None
+
+    def librdkafka(self) -> dict[str, str]:
+        """Client settings for confluent-kafka (librdkafka names)."""
+        conf = {"bootstrap.servers": self.bootstrap_servers,
+                "security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.value
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
+        return conf
+
+    def java(self) -> dict[str, str]:
+        """Client properties for the Java Kafka clients inside Flink (source and sinks)."""
+        props = {"security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            props["sasl.mechanism"] = self.sasl_mechanism
+            if self.sasl_username is not None and self.sasl_password is not None:
+                module = ("org.apache.kafka.common.security.plain.PlainLoginModule"
+                          if self.sasl_mechanism == "PLAIN"
+                          else "org.apache.kafka.common.security.scram.ScramLoginModule")
+                user = _jaas_quote(self.sasl_username)
+                password = _jaas_quote(self.sasl_password.value)
+                props["sasl.jaas.config"] = (
+                    f'{module} required username="{user}" password="{password}";')
+        if self.ssl_ca_location:
+            props["ssl.truststore.type"] = "PEM"
+            props["ssl.truststore.location"] = self.ssl_ca_location
+        return props
+
+
+def _jaas_quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+@dataclass(frozen=True)
+class FeedTopics:
+    """The three topics of one feed."""
+
+    input: str
+    clean: str
+    dlq: str
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Bounded retries with exponential backoff for transient failures."""
+
+    max_attempts: int = 3
+    backoff_ms: int = 100
+    max_backoff_ms: int = 5000
+    retryable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything the job and the tools read from ``conf/job.yaml`` and the environment."""
+
+    name: str
+    group_id: str
+    parallelism: int
+    python_execution_mode: str
+    kafka: KafkaConfig
+    feeds: Mapping[str, FeedTopics]
+    parking_topic: str
+    partitions: int
+    checkpoint_interval_ms: int
+    checkpoint_timeout_ms: int
+    checkpoint_dir: Path
+    retry: RetryConfig
+    enrich: Mapping[str, str | None]
+    jars: tuple[Path, ...]
+
+    @property
+    def dlq_topics(self) -> tuple[str, ...]:
+        return tuple(t.dlq for t in self.feeds.values())
+
+    def with_overrides(self, **changes: Any) -> JobConfig:
+        """A copy with top-level fields replaced (command-line options)."""
+        return replace(self, **changes)
+
+    def with_bootstrap_servers(self, servers: str | None) -> JobConfig:
+        if not servers:
+            return self
+        return replace(self, kafka=replace(self.kafka, bootstrap_servers=servers))
+
+
+def _get(tree: Mapping[str, Any], path: str, default: Any = ...) -> Any:
+    node: Any = tree
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            if default is ...:
+                raise ConfigError(f"missing setting '{path}'")
+            return default
+        node = node[part]
+    return node
+
+
+def _int(tree: Mapping[str, Any], path: str, default: int, minimum: int = 0) -> int:
+    value = _get(tree, path, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"setting '{path}' must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None,
+                environ: Mapping[str, str] | None = None) -> JobConfig:
+    """Reads the YAML file (default ``conf/job.yaml``) and applies environment overrides."""
+    env = os.environ if environ is None else environ
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+
+    password = env.get("KAFKA_SASL_PASSWORD")
+    kafka = KafkaConfig(
+        bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS")
+        or str(_get(tree, "kafka.bootstrap_servers")),
+        transactional_id_prefix=str(
+            _get(tree, "kafka.transactional_id_prefix", "marketlag-dlq")),
+        transaction_timeout_ms=_int(tree, "kafka.transaction_timeout_ms", 600_000, 1),
+        max_request_size=_int(tree, "kafka.max_request_size", 16 * 1024 * 1024, 1),
+        security_protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper(),
+        sasl_mechanism=env.get("KAFKA_SASL_MECHANISM") or None,
+        sasl_username=env.get("KAFKA_SASL_USERNAME") or None,
+        sasl_password=Secret(password) if password else None,
+        ssl_ca_location=env.get("KAFKA_SSL_CA_LOCATION") or None,
+    )
+    if kafka.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        raise ConfigError(
+            f"KAFKA_SECURITY_PROTOCOL must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, "
+            f"got {kafka.security_protocol!r}")
+
+    feeds = {}
+    for feed in FEEDS:
+        topics = _get(tree, f"topics.{feed}")
+        try:
+            feeds[feed] = FeedTopics(input=str(topics["input"]), clean=str(topics["clean"]),
+                                     dlq=str(topics["dlq"]))
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"topics.{feed} needs input, clean and dlq topic names") from e
+
+    mode = str(_get(tree, "job.python_execution_mode", "thread"))
+    if mode not in ("thread", "process"):
+        raise ConfigError(f"job.python_execution_mode must be thread or process, got {mode!r}")
+    retryable = _get(tree, "retry.retryable", []) or []
+    enrich = _get(tree, "enrich", {}) or {}
+    return JobConfig(
+        name=str(_get(tree, "job.name", "marketlag-dlq")),
+        group_id=str(_get(tree, "job.group_id", "marketlag-dlq")),
+        parallelism=_int(tree, "job.parallelism", 2, 1),
+        python_execution_mode=mode,
+        kafka=kafka,
+        feeds=feeds,
+        parking_topic=str(_get(tree, "topics.parking", "dlq.parking")),
+        partitions=_int(tree, "topics.partitions", 3, 1),
+        checkpoint_interval_ms=_int(tree, "checkpoint.interval_ms", 5000, 100),
+        checkpoint_timeout_ms=_int(tree, "checkpoint.timeout_ms", 120_000, 1000),
+        checkpoint_dir=ROOT / str(_get(tree, "checkpoint.dir", "var/checkpoints")),
+        retry=RetryConfig(
+            max_attempts=_int(tree, "retry.max_attempts", 3, 1),
+            backoff_ms=_int(tree, "retry.backoff_ms", 100, 0),
+            max_backoff_ms=_int(tree, "retry.max_backoff_ms", 5000, 0),
+            retryable=tuple(str(r) for r in retryable),
+        ),
+        enrich={feed: (str(enrich[feed]) if enrich.get(feed) else None) for feed in FEEDS},
+        jars=tuple(ROOT / str(j) for j in _get(tree, "flink.jars", [])),
+    )
