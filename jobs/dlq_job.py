@@ -1,0 +1,256 @@
+"""The MarketLag DLQ job: validate both feeds, dead-letter every failure, exactly once.
+
+    python jobs/dlq_job.py [--config conf/job.yaml] [--bootstrap-servers HOST:PORT]
+                           [--bounded] [--starting-offsets earliest|committed|latest]
+                           [--parallelism N]
+
+Per feed the graph is
+
+    KafkaSource (source frame: bytes)       one record, untouched: position, key, value, headers
+      -> validate-<feed> (ProcessFunction)  exactly one outcome per record, never raises
+           main output: sink frame          key + clean JSON + headers   -> clean.<feed> sink
+           side output: sink frame          key + DLQ envelope + headers -> dlq.<feed> sink
+
+and all four Kafka sinks are EXACTLY_ONCE: they commit their transactions when a checkpoint
+completes, so under read_committed every input is in clean ∪ DLQ exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import site
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pyflink.common import Configuration, Types, WatermarkStrategy
+from pyflink.datastream import (
+    CheckpointingMode,
+    OutputTag,
+    ProcessFunction,
+    RuntimeContext,
+    StreamExecutionEnvironment,
+)
+from pyflink.datastream.connectors.base import DeliveryGuarantee
+from pyflink.datastream.connectors.kafka import (
+    KafkaOffsetResetStrategy,
+    KafkaOffsetsInitializer,
+    KafkaSink,
+    KafkaSource,
+)
+from pyflink.java_gateway import get_gateway
+
+from udfs.config import FEEDS, ROOT, ConfigError, JobConfig, RetryConfig, load_config
+from udfs.errors import Category
+from udfs.frames import decode_source, encode_sink
+from udfs.pipeline import Clean, FeedProcessor, load_callable
+
+# Every stream in the graph carries byte frames (udfs/frames.py): one crossing per record.
+FRAME = Types.PRIMITIVE_ARRAY(Types.BYTE())
+JAVA_PACKAGE = "io.marketlag.dlq"
+
+
+class ValidateFunction(ProcessFunction):  # type: ignore[misc]
+    """Runs :class:`udfs.pipeline.FeedProcessor` on every record of one feed.
+
+    Clean records go to the main output, envelopes to the side output ``dlq_tag``. The
+    processor never raises for a record; a frame it cannot decode is a bug in this project
+    and fails the job loudly instead of losing the record.
+    """
+
+    def __init__(self, feed: str, dlq_tag: OutputTag, *, job_name: str, retry: RetryConfig,
+                 enrich: str | None) -> None:
+        self.feed = feed
+        self.dlq_tag = dlq_tag
+        self.job_name = job_name
+        self.retry = retry
+        self.enrich_spec = enrich
+        self.processor: FeedProcessor | None = None
+        self.counters: dict[str, Any] = {}
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        enrich = load_callable(self.enrich_spec) if self.enrich_spec else None
+        self.processor = FeedProcessor(self.feed, job_name=self.job_name,
+                                       operator=f"validate-{self.feed}", retry=self.retry,
+                                       enrich=enrich)
+        group = runtime_context.get_metrics_group().add_group("feed", self.feed)
+        self.counters = {"in": group.counter("records_in"),
+                         "clean": group.counter("records_clean")}
+        for category in Category:
+            self.counters[category] = group.add_group("category", str(category)).counter(
+                "records_dlq")
+
+    def process_element(self, value: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        assert self.processor is not None
+        record = decode_source(value)
+        self.counters["in"].inc()
+        outcome = self.processor.process(record)
+        if isinstance(outcome, Clean):
+            self.counters["clean"].inc()
+            yield encode_sink(outcome.key, outcome.value, record.headers,
+                              timestamp=record.timestamp)
+        else:
+            self.counters[outcome.category].inc()
+            # Same partition as the input (a DLQ has its input's partition count), so the
+            # DLQ keeps the input's per-partition order.
+            yield self.dlq_tag, encode_sink(outcome.key, outcome.envelope, record.headers,
+                                            partition=record.partition)
+
+
+def starting_offsets(mode: str) -> KafkaOffsetsInitializer:
+    if mode == "earliest":
+        return KafkaOffsetsInitializer.earliest()
+    if mode == "latest":
+        return KafkaOffsetsInitializer.latest()
+    return KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+
+
+def kafka_source(config: JobConfig, topic: str, offsets: str, bounded: bool) -> KafkaSource:
+    """A source of raw source frames: nothing is decoded before the process function."""
+    builder = (KafkaSource.builder()
+               .set_bootstrap_servers(config.kafka.bootstrap_servers)
+               .set_topics(topic)
+               .set_group_id(config.group_id)
+               .set_client_id_prefix(f"{config.name}-{topic}")
+               .set_starting_offsets(starting_offsets(offsets))
+               # Replays and upstream producers may be transactional: never read aborted data.
+               .set_property("isolation.level", "read_committed")
+               .set_property("commit.offsets.on.checkpoint", "true"))
+    for key, value in config.kafka.java().items():
+        builder.set_property(key, value)
+    if bounded:
+        builder.set_bounded(KafkaOffsetsInitializer.latest())
+    # PyFlink's builder only offers value-only deserializers; ours keeps the whole record.
+    jvm = get_gateway().jvm
+    builder._j_builder.setDeserializer(
+        getattr(jvm, JAVA_PACKAGE).RawRecordDeserializationSchema())
+    return builder.build()
+
+
+def kafka_sink(config: JobConfig, topic: str, name: str) -> KafkaSink:
+    """An EXACTLY_ONCE sink of sink frames to ``topic`` with its own transactional ids."""
+    builder = (KafkaSink.builder()
+               .set_bootstrap_servers(config.kafka.bootstrap_servers)
+               .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+               .set_transactional_id_prefix(f"{config.kafka.transactional_id_prefix}-{name}")
+               .set_property("transaction.timeout.ms", str(config.kafka.transaction_timeout_ms))
+               .set_property("max.request.size", str(config.kafka.max_request_size)))
+    for key, value in config.kafka.java().items():
+        builder.set_property(key, value)
+    jvm = get_gateway().jvm
+    builder._j_builder.setRecordSerializer(
+        getattr(jvm, JAVA_PACKAGE).FramedRecordSerializationSchema(topic))
+    return builder.build()
+
+
+def build(env: StreamExecutionEnvironment, config: JobConfig, *, offsets: str = "committed",
+          bounded: bool = False) -> None:
+    """Assembles the job graph for both feeds on ``env``."""
+    for feed in FEEDS:
+        topics = config.feeds[feed]
+        dlq_tag = OutputTag(f"dlq-{feed}", FRAME)
+        # source frames: (topic, partition, offset, timestamp, key, value, headers)
+        raw = env.from_source(kafka_source(config, topics.input, offsets, bounded),
+                              WatermarkStrategy.no_watermarks(), f"source-{feed}",
+                              type_info=FRAME).uid(f"source-{feed}")
+        # main output: sink frames of clean records; side output: sink frames of envelopes
+        oks = (raw.process(ValidateFunction(feed, dlq_tag, job_name=config.name,
+                                            retry=config.retry, enrich=config.enrich[feed]),
+                           output_type=FRAME)
+               .name(f"validate-{feed}").uid(f"validate-{feed}"))
+        errs = oks.get_side_output(dlq_tag)
+        oks.sink_to(kafka_sink(config, topics.clean, f"clean-{feed}")) \
+            .name(f"clean-sink-{feed}").uid(f"clean-sink-{feed}")
+        errs.sink_to(kafka_sink(config, topics.dlq, f"dlq-{feed}")) \
+            .name(f"dlq-sink-{feed}").uid(f"dlq-sink-{feed}")
+
+
+def flink_configuration(config: JobConfig) -> Configuration:
+    """Runtime settings for the embedded mini-cluster (a cluster adds its own conf/)."""
+    missing = [str(j) for j in config.jars if not j.exists()]
+    if missing:
+        raise ConfigError(f"jars missing: {', '.join(missing)}; run 'make setup'")
+    conf = Configuration()
+    # The Python workers must run this interpreter (the project's venv), not whatever
+    # `python` is first on PATH.
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("python.client.executable", sys.executable)
+    conf.set_string("python.execution-mode", config.python_execution_mode)
+    conf.set_string("pipeline.jars", ";".join(j.resolve().as_uri() for j in config.jars))
+    conf.set_string("pipeline.name", config.name)
+    conf.set_string("execution.checkpointing.dir", config.checkpoint_dir.resolve().as_uri())
+    conf.set_string("restart-strategy.type", "fixed-delay")
+    conf.set_string("restart-strategy.fixed-delay.attempts", "5")
+    conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    return conf
+
+
+def export_pythonpath() -> None:
+    """Makes this venv's packages and the repository importable in the Flink Python workers.
+
+    In thread mode pemja embeds the base interpreter that the venv was made from, which does
+    not see the venv's site-packages (alibaba/pemja#94); the JVM, started after this, passes
+    PYTHONPATH on to it. Harmless in process mode.
+    """
+    paths = [*site.getsitepackages(), str(ROOT)]
+    current = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths + ([current] if current else []))
+
+
+def create_env(config: JobConfig) -> StreamExecutionEnvironment:
+    export_pythonpath()
+    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(config))
+    env.set_parallelism(config.parallelism)
+    env.enable_checkpointing(config.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
+    checkpoints = env.get_checkpoint_config()
+    checkpoints.set_checkpoint_timeout(config.checkpoint_timeout_ms)
+    checkpoints.set_max_concurrent_checkpoints(1)
+    return env
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="dlq_job.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Environment: KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, "
+               "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, "
+               "KAFKA_SSL_CA_LOCATION.")
+    parser.add_argument("--config", default=None,
+                        help="job configuration file [default: conf/job.yaml]")
+    parser.add_argument("--bootstrap-servers", default=None, metavar="HOST:PORT",
+                        help="Kafka brokers [default: from the config or the environment]")
+    parser.add_argument("--bounded", action="store_true",
+                        help="stop at the end offsets present at start, commit, exit 0")
+    parser.add_argument("--starting-offsets", choices=("earliest", "committed", "latest"),
+                        default="committed",
+                        help="where to start without a checkpoint (committed falls back to "
+                             "earliest)")
+    parser.add_argument("--parallelism", type=int, default=None,
+                        help="operator parallelism [default: from the config]")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config).with_bootstrap_servers(args.bootstrap_servers)
+        if args.parallelism is not None:
+            if args.parallelism < 1:
+                raise ConfigError("--parallelism must be at least 1")
+            config = config.with_overrides(parallelism=args.parallelism)
+        env = create_env(config)
+    except ConfigError as e:
+        print(f"dlq_job: error: {e}", file=sys.stderr)
+        return 2
+    build(env, config, offsets=args.starting_offsets, bounded=args.bounded)
+    env.execute(config.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure, typed record logic of the MarketLag DLQ job: no Flink imports anywhere here."""

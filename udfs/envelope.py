@@ -1,0 +1,148 @@
+"""The DLQ envelope v1 (SPEC section 5): build it, read it back.
+
+Shared by the job (which writes envelopes) and the ``dlq`` tools (which read them).
+"""
+
+from __future__ import annotations
+
+import base64
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from udfs.errors import Category
+from udfs.frames import Headers, SourceRecord
+
+SCHEMA = "marketlag.dlq/v1"
+REPLAY_COUNT_HEADER = "dlq.replay.count"
+MAX_STACKTRACE_BYTES = 8 * 1024
+MAX_MESSAGE_CHARS = 2000
+_TRUNCATED = "...[truncated]...\n"
+
+
+def b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text, validate=True)
+
+
+def as_text(data: bytes | None) -> str | None:
+    """The bytes as text when they are valid UTF-8, else None."""
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def cap_utf8(text: str, limit: int, keep_tail: bool = True) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, marked where it was cut.
+
+    A stack trace keeps its tail: the innermost frames and the exception are at the end.
+    """
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    room = limit - len(_TRUNCATED)
+    if keep_tail:
+        return _TRUNCATED + data[-room:].decode("utf-8", "ignore")
+    return data[:room].decode("utf-8", "ignore") + _TRUNCATED
+
+
+def format_stacktrace(exc: BaseException) -> str:
+    return cap_utf8("".join(traceback.format_exception(exc)), MAX_STACKTRACE_BYTES)
+
+
+def replay_count(record: SourceRecord) -> int:
+    """How often the record was replayed already (the ``dlq.replay.count`` header)."""
+    raw = record.header(REPLAY_COUNT_HEADER)
+    if raw is None:
+        return 0
+    try:
+        return max(0, int(raw.decode("ascii")))
+    except (UnicodeDecodeError, ValueError):
+        return 0
+
+
+def iso_ms(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_envelope(record: SourceRecord, exc: BaseException, category: Category, *,
+                   attempts: int, job_name: str, operator: str,
+                   failed_at: datetime | None = None) -> dict[str, Any]:
+    """The envelope for ``record`` that failed with ``exc`` (a dict; see :func:`encode`)."""
+    field = getattr(exc, "field", None)
+    return {
+        "schema": SCHEMA,
+        "source": {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "timestamp": record.timestamp,
+            "key_b64": b64(record.key),
+            "headers": [[name, b64(value)] for name, value in record.headers],
+        },
+        "payload_b64": b64(record.value),
+        "payload_text": as_text(record.value),
+        "error": {
+            "category": str(category),
+            "type": type(exc).__name__,
+            "message": cap_utf8(str(exc) or type(exc).__name__, MAX_MESSAGE_CHARS,
+                                keep_tail=False),
+            "field": field if isinstance(field, str) else None,
+            "stacktrace": format_stacktrace(exc),
+        },
+        "attempts": attempts,
+        "failed_at": iso_ms(failed_at or datetime.now(UTC)),
+        "job": {"name": job_name, "operator": operator},
+        "replay": {"count": replay_count(record)},
+    }
+
+
+def encode(envelope: dict[str, Any]) -> bytes:
+    return orjson.dumps(envelope)
+
+
+@dataclass(frozen=True)
+class Original:
+    """The original record an envelope describes, as it was in Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+class EnvelopeError(ValueError):
+    """Bytes that are not a v1 DLQ envelope."""
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """Parses an envelope and checks its schema marker."""
+    try:
+        env = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise EnvelopeError(f"not JSON: {e}") from e
+    if not isinstance(env, dict) or env.get("schema") != SCHEMA:
+        raise EnvelopeError(f"not a {SCHEMA} envelope")
+    return env
+
+
+def original(envelope: dict[str, Any]) -> Original:
+    """The exact original record of an envelope."""
+    src = envelope["source"]
+    return Original(
+        topic=src["topic"], partition=src["partition"], offset=src["offset"],
+        timestamp=src.get("timestamp"), key=unb64(src.get("key_b64")),
+        value=unb64(envelope.get("payload_b64")),
+        headers=tuple((name, unb64(value)) for name, value in src.get("headers", [])))
