@@ -14,7 +14,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
 
 from udfs.config import JobConfig
 
@@ -52,8 +56,7 @@ def wait_for_broker(conf: Mapping[str, str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     # Quiet: "connection refused" is the expected answer until the broker is up.
-    client = admin_client({**conf, "socket.connection.setup.timeout.ms": "2000",
-                           "log_level": "0"})
+    client = admin_client({**conf, "socket.connection.setup.timeout.ms": "2000", "log_level": "0"})
     while time.monotonic() < deadline:
         try:
             md = client.list_topics(timeout=2)
@@ -62,8 +65,10 @@ def wait_for_broker(conf: Mapping[str, str], timeout_s: float) -> None:
         except KafkaException as e:
             last = e
         time.sleep(0.5)
-    raise TimeoutError(f"no Kafka broker answered at {conf.get('bootstrap.servers')} "
-                       f"within {timeout_s:.0f} s ({last})")
+    raise TimeoutError(
+        f"no Kafka broker answered at {conf.get('bootstrap.servers')} "
+        f"within {timeout_s:.0f} s ({last})"
+    )
 
 
 def topic_max_message_bytes(client: AdminClient, topic: str, timeout_s: float = 30) -> int:
@@ -79,8 +84,9 @@ def topic_max_message_bytes(client: AdminClient, topic: str, timeout_s: float = 
                 raise
             time.sleep(0.2)
     entry = configs.get("max.message.bytes")
-    return int(entry.value) if entry is not None and entry.value else (
-        KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
+    return (
+        int(entry.value) if entry is not None and entry.value else (KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
+    )
 
 
 def create_topics(client: AdminClient, specs: Iterable[TopicSpec]) -> dict[str, str]:
@@ -90,9 +96,17 @@ def create_topics(client: AdminClient, specs: Iterable[TopicSpec]) -> dict[str, 
     result = {s.name: "exists" for s in specs if s.name in existing}
     if todo:
         futures = client.create_topics(
-            [NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1,
-                      config=dict(s.config)) for s in todo],
-            operation_timeout=30)
+            [
+                NewTopic(
+                    s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=-1,
+                    config=dict(s.config),
+                )
+                for s in todo
+            ],
+            operation_timeout=30,
+        )
         for name, fut in futures.items():
             try:
                 fut.result()
@@ -121,11 +135,12 @@ def ensure_project_topics(config: JobConfig, client: AdminClient) -> list[tuple[
         limit = envelope_bound(topic_max_message_bytes(client, topics.input))
         dlqs.append(TopicSpec(topics.dlq, partitions, {"max.message.bytes": str(limit)}))
     parking_limit = max(int(s.config["max.message.bytes"]) for s in dlqs)
-    dlqs.append(TopicSpec(config.parking_topic, 1,
-                          {"max.message.bytes": str(parking_limit)}))
+    dlqs.append(TopicSpec(config.parking_topic, 1, {"max.message.bytes": str(parking_limit)}))
     states.update(create_topics(client, dlqs))
-    return [(name, states[name], topic_max_message_bytes(client, name))
-            for name in [s.name for s in inputs] + [s.name for s in dlqs]]
+    return [
+        (name, states[name], topic_max_message_bytes(client, name))
+        for name in [s.name for s in inputs] + [s.name for s in dlqs]
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

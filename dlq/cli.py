@@ -32,12 +32,22 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
-@click.group(epilog=ENV_HELP, context_settings={"help_option_names": ["-h", "--help"],
-                                                "show_default": True})
-@click.option("--config", "config_path", type=click.Path(path_type=Path),
-              default=DEFAULT_CONFIG, help="Job configuration file (topic names, brokers).")
-@click.option("--bootstrap-servers", default=None, metavar="HOST:PORT",
-              help="Kafka brokers [default: from the config file or KAFKA_BOOTSTRAP_SERVERS].")
+@click.group(
+    epilog=ENV_HELP, context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_CONFIG,
+    help="Job configuration file (topic names, brokers).",
+)
+@click.option(
+    "--bootstrap-servers",
+    default=None,
+    metavar="HOST:PORT",
+    help="Kafka brokers [default: from the config file or KAFKA_BOOTSTRAP_SERVERS].",
+)
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path, bootstrap_servers: str | None) -> None:
     """Operate the MarketLag dead-letter queues."""

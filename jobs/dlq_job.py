@@ -55,7 +55,7 @@ FRAME = Types.PRIMITIVE_ARRAY(Types.BYTE())
 JAVA_PACKAGE = "io.marketlag.dlq"
 
 
-class ValidateFunction(ProcessFunction):  # type: ignore[misc]
+class ValidateFunction(ProcessFunction):
     """Runs :class:`udfs.pipeline.FeedProcessor` on every record of one feed.
 
     Clean records go to the main output, envelopes to the side output ``dlq_tag``. The
@@ -63,8 +63,15 @@ class ValidateFunction(ProcessFunction):  # type: ignore[misc]
     and fails the job loudly instead of losing the record.
     """
 
-    def __init__(self, feed: str, dlq_tag: OutputTag, *, job_name: str, retry: RetryConfig,
-                 enrich: str | None) -> None:
+    def __init__(
+        self,
+        feed: str,
+        dlq_tag: OutputTag,
+        *,
+        job_name: str,
+        retry: RetryConfig,
+        enrich: str | None,
+    ) -> None:
         self.feed = feed
         self.dlq_tag = dlq_tag
         self.job_name = job_name
@@ -75,15 +82,19 @@ class ValidateFunction(ProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: RuntimeContext) -> None:
         enrich = load_callable(self.enrich_spec) if self.enrich_spec else None
-        self.processor = FeedProcessor(self.feed, job_name=self.job_name,
-                                       operator=f"validate-{self.feed}", retry=self.retry,
-                                       enrich=enrich)
+        self.processor = FeedProcessor(
+            self.feed,
+            job_name=self.job_name,
+            operator=f"validate-{self.feed}",
+            retry=self.retry,
+            enrich=enrich,
+        )
         group = runtime_context.get_metrics_group().add_group("feed", self.feed)
-        self.counters = {"in": group.counter("records_in"),
-                         "clean": group.counter("records_clean")}
+        self.counters = {"in": group.counter("records_in"), "clean": group.counter("records_clean")}
         for category in Category:
             self.counters[category] = group.add_group("category", str(category)).counter(
-                "records_dlq")
+                "records_dlq"
+            )
 
     def process_element(self, value: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         assert self.processor is not None
@@ -92,14 +103,19 @@ class ValidateFunction(ProcessFunction):  # type: ignore[misc]
         outcome = self.processor.process(record)
         if isinstance(outcome, Clean):
             self.counters["clean"].inc()
-            yield encode_sink(outcome.key, outcome.value, record.headers,
-                              timestamp=record.timestamp)
+            yield encode_sink(
+                outcome.key, outcome.value, record.headers, timestamp=record.timestamp
+            )
         else:
             self.counters[outcome.category].inc()
             # Same partition as the input (a DLQ has its input's partition count), so the
             # DLQ keeps the input's per-partition order.
-            yield self.dlq_tag, encode_sink(outcome.key, outcome.envelope, record.headers,
-                                            partition=record.partition)
+            yield (
+                self.dlq_tag,
+                encode_sink(
+                    outcome.key, outcome.envelope, record.headers, partition=record.partition
+                ),
+            )
 
 
 def starting_offsets(mode: str) -> KafkaOffsetsInitializer:
@@ -112,62 +128,86 @@ def starting_offsets(mode: str) -> KafkaOffsetsInitializer:
 
 def kafka_source(config: JobConfig, topic: str, offsets: str, bounded: bool) -> KafkaSource:
     """A source of raw source frames: nothing is decoded before the process function."""
-    builder = (KafkaSource.builder()
-               .set_bootstrap_servers(config.kafka.bootstrap_servers)
-               .set_topics(topic)
-               .set_group_id(config.group_id)
-               .set_client_id_prefix(f"{config.name}-{topic}")
-               .set_starting_offsets(starting_offsets(offsets))
-               # Replays and upstream producers may be transactional: never read aborted data.
-               .set_property("isolation.level", "read_committed")
-               .set_property("commit.offsets.on.checkpoint", "true"))
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(config.kafka.bootstrap_servers)
+        .set_topics(topic)
+        .set_group_id(config.group_id)
+        .set_client_id_prefix(f"{config.name}-{topic}")
+        .set_starting_offsets(starting_offsets(offsets))
+        # Replays and upstream producers may be transactional: never read aborted data.
+        .set_property("isolation.level", "read_committed")
+        .set_property("commit.offsets.on.checkpoint", "true")
+    )
     for key, value in config.kafka.java().items():
         builder.set_property(key, value)
     if bounded:
         builder.set_bounded(KafkaOffsetsInitializer.latest())
     # PyFlink's builder only offers value-only deserializers; ours keeps the whole record.
     jvm = get_gateway().jvm
-    builder._j_builder.setDeserializer(
-        getattr(jvm, JAVA_PACKAGE).RawRecordDeserializationSchema())
+    builder._j_builder.setDeserializer(getattr(jvm, JAVA_PACKAGE).RawRecordDeserializationSchema())
     return builder.build()
 
 
 def kafka_sink(config: JobConfig, topic: str, name: str) -> KafkaSink:
     """An EXACTLY_ONCE sink of sink frames to ``topic`` with its own transactional ids."""
-    builder = (KafkaSink.builder()
-               .set_bootstrap_servers(config.kafka.bootstrap_servers)
-               .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
-               .set_transactional_id_prefix(f"{config.kafka.transactional_id_prefix}-{name}")
-               .set_property("transaction.timeout.ms", str(config.kafka.transaction_timeout_ms))
-               .set_property("max.request.size", str(config.kafka.max_request_size)))
+    builder = (
+        KafkaSink.builder()
+        .set_bootstrap_servers(config.kafka.bootstrap_servers)
+        .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+        .set_transactional_id_prefix(f"{config.kafka.transactional_id_prefix}-{name}")
+        .set_property("transaction.timeout.ms", str(config.kafka.transaction_timeout_ms))
+        .set_property("max.request.size", str(config.kafka.max_request_size))
+    )
     for key, value in config.kafka.java().items():
         builder.set_property(key, value)
     jvm = get_gateway().jvm
     builder._j_builder.setRecordSerializer(
-        getattr(jvm, JAVA_PACKAGE).FramedRecordSerializationSchema(topic))
+        getattr(jvm, JAVA_PACKAGE).FramedRecordSerializationSchema(topic)
+    )
     return builder.build()
 
 
-def build(env: StreamExecutionEnvironment, config: JobConfig, *, offsets: str = "committed",
-          bounded: bool = False) -> None:
+def build(
+    env: StreamExecutionEnvironment,
+    config: JobConfig,
+    *,
+    offsets: str = "committed",
+    bounded: bool = False,
+) -> None:
     """Assembles the job graph for both feeds on ``env``."""
     for feed in FEEDS:
         topics = config.feeds[feed]
         dlq_tag = OutputTag(f"dlq-{feed}", FRAME)
         # source frames: (topic, partition, offset, timestamp, key, value, headers)
-        raw = env.from_source(kafka_source(config, topics.input, offsets, bounded),
-                              WatermarkStrategy.no_watermarks(), f"source-{feed}",
-                              type_info=FRAME).uid(f"source-{feed}")
+        raw = env.from_source(
+            kafka_source(config, topics.input, offsets, bounded),
+            WatermarkStrategy.no_watermarks(),
+            f"source-{feed}",
+            type_info=FRAME,
+        ).uid(f"source-{feed}")
         # main output: sink frames of clean records; side output: sink frames of envelopes
-        oks = (raw.process(ValidateFunction(feed, dlq_tag, job_name=config.name,
-                                            retry=config.retry, enrich=config.enrich[feed]),
-                           output_type=FRAME)
-               .name(f"validate-{feed}").uid(f"validate-{feed}"))
+        oks = (
+            raw.process(
+                ValidateFunction(
+                    feed,
+                    dlq_tag,
+                    job_name=config.name,
+                    retry=config.retry,
+                    enrich=config.enrich[feed],
+                ),
+                output_type=FRAME,
+            )
+            .name(f"validate-{feed}")
+            .uid(f"validate-{feed}")
+        )
         errs = oks.get_side_output(dlq_tag)
-        oks.sink_to(kafka_sink(config, topics.clean, f"clean-{feed}")) \
-            .name(f"clean-sink-{feed}").uid(f"clean-sink-{feed}")
-        errs.sink_to(kafka_sink(config, topics.dlq, f"dlq-{feed}")) \
-            .name(f"dlq-sink-{feed}").uid(f"dlq-sink-{feed}")
+        oks.sink_to(kafka_sink(config, topics.clean, f"clean-{feed}")).name(
+            f"clean-sink-{feed}"
+        ).uid(f"clean-sink-{feed}")
+        errs.sink_to(kafka_sink(config, topics.dlq, f"dlq-{feed}")).name(f"dlq-sink-{feed}").uid(
+            f"dlq-sink-{feed}"
+        )
 
 
 def flink_configuration(config: JobConfig) -> Configuration:
@@ -215,23 +255,39 @@ def create_env(config: JobConfig) -> StreamExecutionEnvironment:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="dlq_job.py", description=__doc__.split("\n\n")[0],
+        prog="dlq_job.py",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Environment: KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, "
-               "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, "
-               "KAFKA_SSL_CA_LOCATION.")
-    parser.add_argument("--config", default=None,
-                        help="job configuration file [default: conf/job.yaml]")
-    parser.add_argument("--bootstrap-servers", default=None, metavar="HOST:PORT",
-                        help="Kafka brokers [default: from the config or the environment]")
-    parser.add_argument("--bounded", action="store_true",
-                        help="stop at the end offsets present at start, commit, exit 0")
-    parser.add_argument("--starting-offsets", choices=("earliest", "committed", "latest"),
-                        default="committed",
-                        help="where to start without a checkpoint (committed falls back to "
-                             "earliest)")
-    parser.add_argument("--parallelism", type=int, default=None,
-                        help="operator parallelism [default: from the config]")
+        "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, "
+        "KAFKA_SSL_CA_LOCATION.",
+    )
+    parser.add_argument(
+        "--config", default=None, help="job configuration file [default: conf/job.yaml]"
+    )
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        metavar="HOST:PORT",
+        help="Kafka brokers [default: from the config or the environment]",
+    )
+    parser.add_argument(
+        "--bounded",
+        action="store_true",
+        help="stop at the end offsets present at start, commit, exit 0",
+    )
+    parser.add_argument(
+        "--starting-offsets",
+        choices=("earliest", "committed", "latest"),
+        default="committed",
+        help="where to start without a checkpoint (committed falls back to earliest)",
+    )
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        default=None,
+        help="operator parallelism [default: from the config]",
+    )
     return parser.parse_args(argv)
 
 

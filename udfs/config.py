@@ -53,8 +53,10 @@ class KafkaConfig:
 
     def librdkafka(self) -> dict[str, str]:
         """Client settings for confluent-kafka (librdkafka names)."""
-        conf = {"bootstrap.servers": self.bootstrap_servers,
-                "security.protocol": self.security_protocol}
+        conf = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism
         if self.sasl_username is not None:
@@ -71,13 +73,16 @@ class KafkaConfig:
         if self.sasl_mechanism:
             props["sasl.mechanism"] = self.sasl_mechanism
             if self.sasl_username is not None and self.sasl_password is not None:
-                module = ("org.apache.kafka.common.security.plain.PlainLoginModule"
-                          if self.sasl_mechanism == "PLAIN"
-                          else "org.apache.kafka.common.security.scram.ScramLoginModule")
+                module = (
+                    "org.apache.kafka.common.security.plain.PlainLoginModule"
+                    if self.sasl_mechanism == "PLAIN"
+                    else "org.apache.kafka.common.security.scram.ScramLoginModule"
+                )
                 user = _jaas_quote(self.sasl_username)
                 password = _jaas_quote(self.sasl_password.value)
                 props["sasl.jaas.config"] = (
-                    f'{module} required username="{user}" password="{password}";')
+                    f'{module} required username="{user}" password="{password}";'
+                )
         if self.ssl_ca_location:
             props["ssl.truststore.type"] = "PEM"
             props["ssl.truststore.location"] = self.ssl_ca_location
@@ -158,8 +163,9 @@ def _int(tree: Mapping[str, Any], path: str, default: int, minimum: int = 0) -> 
     return value
 
 
-def load_config(path: str | Path | None = None,
-                environ: Mapping[str, str] | None = None) -> JobConfig:
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> JobConfig:
     """Reads the YAML file (default ``conf/job.yaml``) and applies environment overrides."""
     env = os.environ if environ is None else environ
     path = Path(path) if path else DEFAULT_CONFIG
@@ -176,8 +182,7 @@ def load_config(path: str | Path | None = None,
     kafka = KafkaConfig(
         bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS")
         or str(_get(tree, "kafka.bootstrap_servers")),
-        transactional_id_prefix=str(
-            _get(tree, "kafka.transactional_id_prefix", "marketlag-dlq")),
+        transactional_id_prefix=str(_get(tree, "kafka.transactional_id_prefix", "marketlag-dlq")),
         transaction_timeout_ms=_int(tree, "kafka.transaction_timeout_ms", 600_000, 1),
         max_request_size=_int(tree, "kafka.max_request_size", 16 * 1024 * 1024, 1),
         security_protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper(),
@@ -189,14 +194,16 @@ def load_config(path: str | Path | None = None,
     if kafka.security_protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
         raise ConfigError(
             f"KAFKA_SECURITY_PROTOCOL must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, "
-            f"got {kafka.security_protocol!r}")
+            f"got {kafka.security_protocol!r}"
+        )
 
     feeds = {}
     for feed in FEEDS:
         topics = _get(tree, f"topics.{feed}")
         try:
-            feeds[feed] = FeedTopics(input=str(topics["input"]), clean=str(topics["clean"]),
-                                     dlq=str(topics["dlq"]))
+            feeds[feed] = FeedTopics(
+                input=str(topics["input"]), clean=str(topics["clean"]), dlq=str(topics["dlq"])
+            )
         except (KeyError, TypeError) as e:
             raise ConfigError(f"topics.{feed} needs input, clean and dlq topic names") from e
 

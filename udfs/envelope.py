@@ -74,9 +74,16 @@ def iso_ms(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def build_envelope(record: SourceRecord, exc: BaseException, category: Category, *,
-                   attempts: int, job_name: str, operator: str,
-                   failed_at: datetime | None = None) -> dict[str, Any]:
+def build_envelope(
+    record: SourceRecord,
+    exc: BaseException,
+    category: Category,
+    *,
+    attempts: int,
+    job_name: str,
+    operator: str,
+    failed_at: datetime | None = None,
+) -> dict[str, Any]:
     """The envelope for ``record`` that failed with ``exc`` (a dict; see :func:`encode`)."""
     field = getattr(exc, "field", None)
     return {
@@ -94,8 +101,7 @@ def build_envelope(record: SourceRecord, exc: BaseException, category: Category,
         "error": {
             "category": str(category),
             "type": type(exc).__name__,
-            "message": cap_utf8(str(exc) or type(exc).__name__, MAX_MESSAGE_CHARS,
-                                keep_tail=False),
+            "message": cap_utf8(str(exc) or type(exc).__name__, MAX_MESSAGE_CHARS, keep_tail=False),
             "field": field if isinstance(field, str) else None,
             "stacktrace": format_stacktrace(exc),
         },
@@ -142,7 +148,11 @@ def original(envelope: dict[str, Any]) -> Original:
     """The exact original record of an envelope."""
     src = envelope["source"]
     return Original(
-        topic=src["topic"], partition=src["partition"], offset=src["offset"],
-        timestamp=src.get("timestamp"), key=unb64(src.get("key_b64")),
+        topic=src["topic"],
+        partition=src["partition"],
+        offset=src["offset"],
+        timestamp=src.get("timestamp"),
+        key=unb64(src.get("key_b64")),
         value=unb64(envelope.get("payload_b64")),
-        headers=tuple((name, unb64(value)) for name, value in src.get("headers", [])))
+        headers=tuple((name, unb64(value)) for name, value in src.get("headers", [])),
+    )

@@ -75,8 +75,15 @@ def decode_source(frame: bytes) -> SourceRecord:
         headers, pos = _read_headers(frame, pos)
     except struct.error as e:
         raise FrameError(f"frame truncated: {e}") from e
-    return SourceRecord((topic or b"").decode("utf-8"), partition, offset,
-                        None if timestamp < 0 else timestamp, key, value, headers)
+    return SourceRecord(
+        (topic or b"").decode("utf-8"),
+        partition,
+        offset,
+        None if timestamp < 0 else timestamp,
+        key,
+        value,
+        headers,
+    )
 
 
 def _bytes(b: bytes | None) -> bytes:
@@ -93,18 +100,37 @@ def _headers(headers: Headers) -> bytes:
 
 def encode_source(record: SourceRecord) -> bytes:
     """The source frame of ``record`` (tests and tools; the job gets it from Java)."""
-    return b"".join((
-        _SOURCE_HEAD.pack(record.partition, record.offset,
-                          -1 if record.timestamp is None else record.timestamp),
-        _bytes(record.topic.encode("utf-8")), _bytes(record.key), _bytes(record.value),
-        _headers(record.headers)))
+    return b"".join(
+        (
+            _SOURCE_HEAD.pack(
+                record.partition,
+                record.offset,
+                -1 if record.timestamp is None else record.timestamp,
+            ),
+            _bytes(record.topic.encode("utf-8")),
+            _bytes(record.key),
+            _bytes(record.value),
+            _headers(record.headers),
+        )
+    )
 
 
-def encode_sink(key: bytes | None, value: bytes | None, headers: Headers = (),
-                partition: int = -1, timestamp: int | None = None) -> bytes:
+def encode_sink(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers = (),
+    partition: int = -1,
+    timestamp: int | None = None,
+) -> bytes:
     """A sink frame for ``FramedRecordSerializationSchema``; partition -1: by key."""
-    return b"".join((_SINK_HEAD.pack(partition, -1 if timestamp is None else timestamp),
-                     _bytes(key), _bytes(value), _headers(headers)))
+    return b"".join(
+        (
+            _SINK_HEAD.pack(partition, -1 if timestamp is None else timestamp),
+            _bytes(key),
+            _bytes(value),
+            _headers(headers),
+        )
+    )
 
 
 def decode_sink(frame: bytes) -> tuple[int, int | None, bytes | None, bytes | None, Headers]:

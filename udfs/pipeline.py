@@ -82,18 +82,28 @@ def classify(exc: BaseException, retryable: tuple[type[BaseException], ...]) -> 
 class FeedProcessor:
     """Validates, normalises and enriches the records of one feed."""
 
-    def __init__(self, feed: str, *, job_name: str, operator: str,
-                 retry: RetryConfig | None = None, enrich: EnrichHook | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        feed: str,
+        *,
+        job_name: str,
+        operator: str,
+        retry: RetryConfig | None = None,
+        enrich: EnrichHook | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.feed = feed
         self.validate = VALIDATORS[feed]
         self.job_name = job_name
         self.operator = operator
         self.retry = retry or RetryConfig()
         self.retryable: tuple[type[BaseException], ...] = (
-            TransientError, TimeoutError, ConnectionError,
-            *(load_class(name) for name in self.retry.retryable))
+            TransientError,
+            TimeoutError,
+            ConnectionError,
+            *(load_class(name) for name in self.retry.retryable),
+        )
         self.enrich = enrich
         self.sleep = sleep
         self.clock = clock
@@ -103,8 +113,11 @@ class FeedProcessor:
         attempts = 1
         try:
             obj = parse_object(record.value)
-            lineage = {"topic": record.topic, "partition": record.partition,
-                       "offset": record.offset}
+            lineage = {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+            }
             clean = self.validate(obj, lineage, self.clock())
             while self.enrich is not None:
                 try:
@@ -114,8 +127,10 @@ class FeedProcessor:
                     if attempts >= self.retry.max_attempts:
                         exc.add_note(f"gave up after {attempts} attempts")
                         raise
-                    self.sleep(min(self.retry.backoff_ms * 2 ** (attempts - 1),
-                                   self.retry.max_backoff_ms) / 1000)
+                    self.sleep(
+                        min(self.retry.backoff_ms * 2 ** (attempts - 1), self.retry.max_backoff_ms)
+                        / 1000
+                    )
                     attempts += 1
             return Clean(record.key, orjson.dumps(clean))
         except Exception as exc:  # every failure becomes an envelope, none escapes
@@ -125,11 +140,23 @@ class FeedProcessor:
         """The envelope for a failed record. Falls back to a minimal one if building fails."""
         category = classify(exc, self.retryable)
         try:
-            env = build_envelope(record, exc, category, attempts=attempts,
-                                 job_name=self.job_name, operator=self.operator)
+            env = build_envelope(
+                record,
+                exc,
+                category,
+                attempts=attempts,
+                job_name=self.job_name,
+                operator=self.operator,
+            )
             return Failed(record.key, encode(env), category)
         except Exception as inner:  # pragma: no cover - defence in depth
             inner.__context__ = exc
-            env = build_envelope(record, inner, Category.PROCESSING, attempts=attempts,
-                                 job_name=self.job_name, operator=self.operator)
+            env = build_envelope(
+                record,
+                inner,
+                Category.PROCESSING,
+                attempts=attempts,
+                job_name=self.job_name,
+                operator=self.operator,
+            )
             return Failed(record.key, encode(env), Category.PROCESSING)

@@ -91,7 +91,8 @@ def _string(obj: dict[str, Any], field: str) -> str:
     value = _require(obj, field)
     if not isinstance(value, str):
         raise ValidationError(
-            field, f"field '{field}' must be a string, got {_json_type(value)} {shown(value)}")
+            field, f"field '{field}' must be a string, got {_json_type(value)} {shown(value)}"
+        )
     return value
 
 
@@ -109,7 +110,8 @@ def _json_type(value: Any) -> str:
         return "boolean"
     if isinstance(value, int | float):
         return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _iso_datetime(field: str, text: str) -> datetime:
@@ -117,11 +119,12 @@ def _iso_datetime(field: str, text: str) -> datetime:
         dt = datetime.fromisoformat(text)
     except ValueError as e:
         raise ValidationError(
-            field, f"field '{field}' is not an ISO-8601 time: {shown(text)}") from e
+            field, f"field '{field}' is not an ISO-8601 time: {shown(text)}"
+        ) from e
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise ValidationError(
-            field, f"field '{field}' has no UTC offset (naive times are ambiguous): "
-                   f"{shown(text)}")
+            field, f"field '{field}' has no UTC offset (naive times are ambiguous): {shown(text)}"
+        )
     return dt
 
 
@@ -138,11 +141,12 @@ def parse_published_at(field: str, text: str) -> datetime:
         dt = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError) as e:
         raise ValidationError(
-            field, f"field '{field}' is neither ISO-8601 with an offset nor RFC 2822: "
-                   f"{shown(text)}") from e
+            field, f"field '{field}' is neither ISO-8601 with an offset nor RFC 2822: {shown(text)}"
+        ) from e
     if dt is None or dt.tzinfo is None:
         raise ValidationError(
-            field, f"field '{field}' has no usable UTC offset (-0000 or none): {shown(text)}")
+            field, f"field '{field}' has no usable UTC offset (-0000 or none): {shown(text)}"
+        )
     return dt
 
 
@@ -158,8 +162,10 @@ def _check_url(field: str, link: str) -> None:
     bad = _BAD_URL_CHARS.search(link)
     if bad:
         raise ValidationError(
-            field, f"field '{field}' contains whitespace or a control character at "
-                   f"position {bad.start()}: {shown(link)}")
+            field,
+            f"field '{field}' contains whitespace or a control character at "
+            f"position {bad.start()}: {shown(link)}",
+        )
     try:
         parts = urlsplit(link)
         parts.port  # noqa: B018 - raises ValueError for an out-of-range or non-numeric port
@@ -167,8 +173,10 @@ def _check_url(field: str, link: str) -> None:
         raise ValidationError(field, f"field '{field}' is not a valid URL: {e}") from e
     if parts.scheme.lower() not in ("http", "https"):
         raise ValidationError(
-            field, f"field '{field}' must be an absolute http or https URL, got scheme "
-                   f"{shown(parts.scheme)} in {shown(link)}")
+            field,
+            f"field '{field}' must be an absolute http or https URL, got scheme "
+            f"{shown(parts.scheme)} in {shown(link)}",
+        )
     if not parts.hostname:
         raise ValidationError(field, f"field '{field}' has no host: {shown(link)}")
 
@@ -178,43 +186,52 @@ def validate_rss(obj: dict[str, Any], lineage: Lineage, now: datetime) -> Record
     event_id = _non_empty(obj, "event_id")
     if len(event_id) > MAX_EVENT_ID:
         raise ValidationError(
-            "event_id", f"field 'event_id' is {len(event_id)} characters long; "
-                        f"at most {MAX_EVENT_ID} are allowed")
+            "event_id",
+            f"field 'event_id' is {len(event_id)} characters long; "
+            f"at most {MAX_EVENT_ID} are allowed",
+        )
     source = _non_empty(obj, "source")
     title = _string(obj, "title").strip()
     if not title:
         raise ValidationError("title", "field 'title' is empty after trimming whitespace")
     if len(title) > MAX_TITLE:
         raise ValidationError(
-            "title", f"field 'title' is {len(title)} characters long after trimming; "
-                     f"at most {MAX_TITLE} are allowed")
+            "title",
+            f"field 'title' is {len(title)} characters long after trimming; "
+            f"at most {MAX_TITLE} are allowed",
+        )
     link = _non_empty(obj, "link")
     _check_url("link", link)
     published = parse_published_at("published_at", _string(obj, "published_at"))
     if published - now > MAX_FUTURE:
         raise ValidationError(
-            "published_at", f"field 'published_at' is more than 1 day in the future: "
-                            f"{shown(obj['published_at'])}")
+            "published_at",
+            f"field 'published_at' is more than 1 day in the future: {shown(obj['published_at'])}",
+        )
     published_at, published_at_ms = to_utc(published)
 
     summary = obj.get("summary")
     if summary is not None and not isinstance(summary, str):
         raise ValidationError(
-            "summary", f"field 'summary' must be a string or null, got "
-                       f"{_json_type(summary)} {shown(summary)}")
+            "summary",
+            f"field 'summary' must be a string or null, got {_json_type(summary)} {shown(summary)}",
+        )
     keywords: list[str] = []
     if "keywords" in obj:
         raw = obj["keywords"]
         if not isinstance(raw, list):
             raise ValidationError(
-                "keywords", f"field 'keywords' must be a list of strings, got "
-                            f"{_json_type(raw)} {shown(raw)}")
+                "keywords",
+                f"field 'keywords' must be a list of strings, got {_json_type(raw)} {shown(raw)}",
+            )
         seen: set[str] = set()
         for i, word in enumerate(raw):
             if not isinstance(word, str):
                 raise ValidationError(
-                    "keywords", f"field 'keywords' item {i} must be a string, got "
-                                f"{_json_type(word)} {shown(word)}")
+                    "keywords",
+                    f"field 'keywords' item {i} must be a string, got "
+                    f"{_json_type(word)} {shown(word)}",
+                )
             lowered = word.lower()
             if lowered not in seen:
                 seen.add(lowered)
@@ -238,11 +255,14 @@ def _number(obj: dict[str, Any], field: str, default: float | None = None) -> fl
     value = _require(obj, field)
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValidationError(
-            field, f"field '{field}' must be a number or a decimal string, got "
-                   f"{_json_type(value)} {shown(value)}")
+            field,
+            f"field '{field}' must be a number or a decimal string, got "
+            f"{_json_type(value)} {shown(value)}",
+        )
     if isinstance(value, str) and not _DECIMAL.fullmatch(value):
         raise ValidationError(
-            field, f"field '{field}' is a string that is not a decimal number: {shown(value)}")
+            field, f"field '{field}' is a string that is not a decimal number: {shown(value)}"
+        )
     try:
         number = float(value)
     except OverflowError as e:  # an integer too large for a double
@@ -260,15 +280,18 @@ def validate_polymarket(obj: dict[str, Any], lineage: Lineage, now: datetime) ->
     hour, hour_ms = to_utc(hour_dt)
     if hour_ms % 3_600_000 or hour_dt.microsecond:
         raise ValidationError(
-            "hour", f"field 'hour' is not on an hour boundary: {shown(obj['hour'])}")
+            "hour", f"field 'hour' is not on an hour boundary: {shown(obj['hour'])}"
+        )
     price = _number(obj, "price")
     if not 0.0 <= price <= 1.0:
         raise ValidationError(
-            "price", f"field 'price' must be between 0 and 1, got {shown(obj['price'])}")
+            "price", f"field 'price' must be between 0 and 1, got {shown(obj['price'])}"
+        )
     volume = _number(obj, "volume", default=0.0)
     if volume < 0:
         raise ValidationError(
-            "volume", f"field 'volume' must not be negative, got {shown(obj['volume'])}")
+            "volume", f"field 'volume' must not be negative, got {shown(obj['volume'])}"
+        )
     return {
         "market_id": market_id,
         "outcome": outcome,
