@@ -58,3 +58,6 @@ format: setup ## Apply ruff's fixes and formatting
 
 clean: ## Remove the venv, resolved jars and local broker/Flink data
 	rm -rf .venv build var java/target
+
+run: kafka-up topics ## The streaming job on the local broker and mini-cluster, live status, Ctrl-C stops
+	$(PY) -m dlq.local
