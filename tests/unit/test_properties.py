@@ -1,0 +1,126 @@
+"""Property tests: whatever arrives, exactly one outcome comes out, and nothing raises."""
+
+from __future__ import annotations
+
+import base64
+import json
+import string
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from udfs.envelope import MAX_STACKTRACE_BYTES
+from udfs.frames import SourceRecord, decode_source, encode_source
+from udfs.pipeline import Clean, Failed, FeedProcessor
+
+PROCESSORS = {
+    feed: FeedProcessor(feed, job_name="j", operator=f"validate-{feed}")
+    for feed in ("rss", "polymarket")
+}
+FEEDS = st.sampled_from(sorted(PROCESSORS))
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+FIELDS = [
+    "event_id",
+    "source",
+    "title",
+    "link",
+    "published_at",
+    "summary",
+    "keywords",
+    "market_id",
+    "outcome",
+    "hour",
+    "price",
+    "volume",
+]
+field_values = json_values | st.sampled_from(
+    [
+        "2026-11-30T18:00:00Z",
+        "2026-11-30T18:05:00+01:00",
+        "Mon, 30 Nov 2026 18:05:00 GMT",
+        "https://example.com/a",
+        "0.5",
+        "1e3",
+        "-0",
+        "",
+        " ",
+        "e" * 129,
+    ]
+)
+objects = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), field_values, max_size=10)
+
+
+def check_one_outcome(feed: str, value: bytes | None) -> None:
+    record = SourceRecord("in", 0, 7, None, b"k", value, (("h", b"\x00\xff"),))
+    outcome = PROCESSORS[feed].process(record)
+    assert isinstance(outcome, Clean | Failed)
+    assert outcome.key == b"k"
+    if isinstance(outcome, Failed):
+        env = orjson.loads(outcome.envelope)
+        payload = env["payload_b64"]
+        assert (None if payload is None else base64.b64decode(payload)) == value
+        assert len(env["error"]["stacktrace"].encode()) <= MAX_STACKTRACE_BYTES
+        assert env["error"]["category"] in ("deserialization", "validation")
+    else:
+        assert orjson.loads(outcome.value)["_source"] == {
+            "topic": "in",
+            "partition": 0,
+            "offset": 7,
+        }
+
+
+@given(FEEDS, st.none() | st.binary(max_size=2000))
+@settings(max_examples=300)
+def test_any_bytes_give_exactly_one_outcome(feed: str, value: bytes | None) -> None:
+    check_one_outcome(feed, value)
+
+
+@given(FEEDS, objects)
+@settings(max_examples=400)
+def test_any_json_object_gives_exactly_one_outcome(feed: str, obj: dict[str, object]) -> None:
+    # stdlib json: it also writes integers beyond 64 bits and lone surrogates (as escapes)
+    check_one_outcome(feed, json.dumps(obj).encode())
+
+
+@given(FEEDS, st.integers(1, 200_000), st.sampled_from(["[", '{"a":', '[{"b":']))
+@settings(max_examples=10, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+def test_deep_nesting_is_a_deserialization_error(feed: str, depth: int, opener: str) -> None:
+    closer = {"[": "]", '{"a":': "}", '[{"b":': "}]"}[opener]
+    check_one_outcome(feed, (opener * depth + "1" + closer * depth).encode())
+
+
+@given(FEEDS, st.sampled_from(string.printable), st.integers(500_000, 2_000_000))
+@settings(max_examples=3, deadline=None)
+def test_huge_values_give_one_bounded_outcome(feed: str, char: str, size: int) -> None:
+    check_one_outcome(feed, ('{"title": "' + char * size + '"}').encode())
+
+
+@given(
+    st.text(max_size=30),
+    st.integers(0, 2**31 - 1),
+    st.integers(0, 2**63 - 1),
+    st.none() | st.integers(0, 2**62),
+    st.none() | st.binary(max_size=50),
+    st.none() | st.binary(max_size=200),
+    st.lists(st.tuples(st.text(max_size=10), st.none() | st.binary(max_size=10)), max_size=5),
+)
+def test_source_frames_round_trip(
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp: int | None,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes | None]],
+) -> None:
+    record = SourceRecord(topic, partition, offset, timestamp, key, value, tuple(headers))
+    assert decode_source(encode_source(record)) == record

@@ -1,0 +1,153 @@
+"""Envelope sizing, configuration, secrets, frames and pinned versions."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from dlq.admin import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, envelope_bound
+from udfs.config import ConfigError, load_config
+from udfs.envelope import (
+    MAX_STACKTRACE_BYTES,
+    build_envelope,
+    cap_utf8,
+    decode,
+    encode,
+    original,
+)
+from udfs.errors import Category, ValidationError
+from udfs.frames import SourceRecord, decode_sink, encode_sink
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _envelope_size(key: bytes, value: bytes, headers: tuple[tuple[str, bytes | None], ...]) -> int:
+    record = SourceRecord("rss.events", 2, 10**12, 1796061900000, key, value, headers)
+    try:
+        raise ValidationError("title", "field 'title' " + repr(value[:60]))
+    except ValidationError as e:
+        env = build_envelope(
+            record, e, Category.VALIDATION, attempts=1, job_name="j" * 50, operator="validate-rss"
+        )
+    return len(encode(env))
+
+
+@pytest.mark.parametrize("byte", [b"\x01", b'"', b"a", "é".encode(), b"\xff"])
+def test_dlq_limit_holds_the_worst_envelope_of_a_maximal_record(byte: bytes) -> None:
+    limit = KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+    value = byte * (limit // len(byte) - 200)
+    size = _envelope_size(b"k" * 100, value, (("h", b"\x01" * 50),))
+    assert size <= envelope_bound(limit)
+
+
+def test_envelope_round_trips_the_original_record() -> None:
+    record = SourceRecord("t", 1, 5, None, None, b"\xff\x00", (("a", None), ("a", b"x")))
+    env = build_envelope(
+        record, KeyError("boom"), Category.PROCESSING, attempts=2, job_name="j", operator="o"
+    )
+    back = original(decode(encode(env)))
+    assert (back.topic, back.partition, back.offset, back.key, back.value, back.headers) == (
+        "t",
+        1,
+        5,
+        None,
+        b"\xff\x00",
+        (("a", None), ("a", b"x")),
+    )
+    assert env["payload_text"] is None
+
+
+def test_stacktrace_is_capped_and_keeps_the_exception_line() -> None:
+    def recurse(n: int) -> None:
+        if n == 0:
+            raise RuntimeError("at the bottom")
+        recurse(n - 1)
+
+    try:
+        recurse(300)
+    except RuntimeError as e:
+        env = build_envelope(
+            SourceRecord("t", 0, 0, None, None, b""),
+            e,
+            Category.PROCESSING,
+            attempts=1,
+            job_name="j",
+            operator="o",
+        )
+    trace = env["error"]["stacktrace"]
+    assert len(trace.encode()) <= MAX_STACKTRACE_BYTES
+    assert trace.rstrip().endswith("RuntimeError: at the bottom")
+    assert len(cap_utf8("é" * 10_000, 101).encode()) <= 101
+
+
+def test_sink_frames_round_trip() -> None:
+    frame = encode_sink(b"k", None, (("h", b"v"), ("h", None)), partition=2, timestamp=7)
+    assert decode_sink(frame) == (2, 7, b"k", None, (("h", b"v"), ("h", None)))
+    assert decode_sink(encode_sink(None, b"")) == (-1, None, None, b"", ())
+
+
+def test_password_comes_from_the_environment_and_is_never_printed() -> None:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "b:9093",
+        "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": "svc",
+        "KAFKA_SASL_PASSWORD": 's3cr"et',
+        "KAFKA_SSL_CA_LOCATION": "/ca.pem",
+    }
+    config = load_config(None, env)
+    assert config.kafka.bootstrap_servers == "b:9093"
+    assert "s3cr" not in repr(config) and "s3cr" not in str(config)
+    assert config.kafka.librdkafka()["sasl.password"] == 's3cr"et'
+    jaas = config.kafka.java()["sasl.jaas.config"]
+    assert jaas.startswith("org.apache.kafka.common.security.scram.ScramLoginModule required")
+    assert 'password="s3cr\\"et"' in jaas
+    assert config.kafka.java()["ssl.truststore.location"] == "/ca.pem"
+
+
+def test_bad_config_names_the_setting(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        (ROOT / "conf" / "job.yaml").read_text().replace("max_attempts: 3", "max_attempts: zero")
+    )
+    with pytest.raises(ConfigError, match=r"retry\.max_attempts"):
+        load_config(path, {})
+    with pytest.raises(ConfigError, match="KAFKA_SECURITY_PROTOCOL"):
+        load_config(None, {"KAFKA_SECURITY_PROTOCOL": "carrier-pigeon"})
+
+
+def test_default_config_matches_the_spec_topics() -> None:
+    config = load_config(None, {})
+    assert {f: (t.input, t.clean, t.dlq) for f, t in config.feeds.items()} == {
+        "rss": ("rss.events", "clean.rss.events", "dlq.rss.events"),
+        "polymarket": (
+            "polymarket.price_hourly",
+            "clean.polymarket.price_hourly",
+            "dlq.polymarket.price_hourly",
+        ),
+    }
+    assert config.parking_topic == "dlq.parking"
+    assert config.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert config.kafka.transaction_timeout_ms <= 900_000  # the broker's transaction.max
+
+
+def test_versions_are_pinned_in_one_place() -> None:
+    pins = dict(
+        line.split("=", 1)
+        for line in (ROOT / "versions.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"apache-flink=={pins['FLINK_VERSION']}" in deps
+    pom = (ROOT / "java" / "pom.xml").read_text()
+    pinned = re.findall(
+        r"<artifactId>((?:flink|kafka)[^<]*)</artifactId>\s*<version>([^<]+)</version>", pom
+    )
+    assert pinned and all(v.startswith("${") for _, v in pinned), (
+        f"Flink/Kafka versions must come from versions.env, found {pinned}"
+    )
+    broker = (ROOT / "conf" / "kafka" / "server.properties").read_text()
+    assert "transaction.max.timeout.ms=900000" in broker
