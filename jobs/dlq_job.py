@@ -227,6 +227,8 @@ def flink_configuration(config: JobConfig) -> Configuration:
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", "5")
     conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    for key, value in config.flink_conf.items():
+        conf.set_string(key, value)
     return conf
 
 

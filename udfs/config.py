@@ -130,6 +130,7 @@ class JobConfig:
     retry: RetryConfig
     enrich: Mapping[str, str | None]
     jars: tuple[Path, ...]
+    flink_conf: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def dlq_topics(self) -> tuple[str, ...]:
@@ -232,4 +233,5 @@ def load_config(
         ),
         enrich={feed: (str(enrich[feed]) if enrich.get(feed) else None) for feed in FEEDS},
         jars=tuple(ROOT / str(j) for j in _get(tree, "flink.jars", [])),
+        flink_conf={str(k): str(v) for k, v in (_get(tree, "flink.conf", {}) or {}).items()},
     )
