@@ -89,6 +89,25 @@ def topics(obj: Context) -> None:
         click.echo(f"{name:<32} {state:<8} max.message.bytes={max_bytes}")
 
 
+@cli.command(epilog=ENV_HELP)
+@click.argument("names", nargs=-1)
+@click.pass_obj
+def sql(obj: Context, names: tuple[str, ...]) -> None:
+    """Print the Flink SQL of sql/ for this configuration (default: the table DDL).
+
+    NAMES are files of sql/ without .sql, e.g. `dlq sql topics dlq_failures_per_hour`.
+    """
+    from dlq.sqlfiles import SQL_DIR, render
+
+    click.echo("SET 'table.local-time-zone' = 'UTC';")
+    for name in names or ("topics",):
+        path = SQL_DIR / f"{name}.sql"
+        if not path.is_file():
+            fail(f"no such SQL file: {path}")
+        text = render(path, obj.config).rstrip()
+        click.echo(text if text.endswith(";") else text + ";")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="dlq", standalone_mode=True)
