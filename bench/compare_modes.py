@@ -36,6 +36,7 @@ def main() -> None:
     ensure_project_topics(config, admin)
     for feed in ("rss", "polymarket"):
         produce(BOOTSTRAP, config.feeds[feed].input, generate(feed, per_feed, 0.05))
+    prefix = base["kafka"]["transactional_id_prefix"]
     runs: dict[str, list[float]] = {"thread": [], "process": []}
     for rnd in range(2):
         for mode in ("thread", "process"):
@@ -44,7 +45,7 @@ def main() -> None:
             overrides = {
                 "job.python_execution_mode": mode,
                 "checkpoint.interval_ms": 5000,
-                "kafka.transactional_id_prefix": f"{base['kafka']['transactional_id_prefix']}-{mode}{rnd}",
+                "kafka.transactional_id_prefix": f"{prefix}-{mode}{rnd}",
             }
             for feed in ("rss", "polymarket"):
                 overrides[f"topics.{feed}.input"] = config.feeds[feed].input
