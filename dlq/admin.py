@@ -119,7 +119,7 @@ def create_topics(client: AdminClient, specs: Iterable[TopicSpec]) -> dict[str, 
 
 
 def ensure_project_topics(config: JobConfig, client: AdminClient) -> list[tuple[str, str, int]]:
-    """Creates the seven topics of SPEC section 2 (idempotent).
+    """Creates the seven topics of SPEC section 2 and the replay ledger (idempotent).
 
     Inputs and clean topics get ``config.partitions``; each DLQ gets its input's partition
     count and a max.message.bytes of :func:`envelope_bound` of the input's limit; the parking
@@ -136,6 +136,8 @@ def ensure_project_topics(config: JobConfig, client: AdminClient) -> list[tuple[
         dlqs.append(TopicSpec(topics.dlq, partitions, {"max.message.bytes": str(limit)}))
     parking_limit = max(int(s.config["max.message.bytes"]) for s in dlqs)
     dlqs.append(TopicSpec(config.parking_topic, 1, {"max.message.bytes": str(parking_limit)}))
+    # One small entry per replayed record; compaction keeps the latest per DLQ position.
+    dlqs.append(TopicSpec(config.ledger_topic, 1, {"cleanup.policy": "compact"}))
     states.update(create_topics(client, dlqs))
     return [
         (name, states[name], topic_max_message_bytes(client, name))

@@ -6,11 +6,15 @@ Exit codes: 0 success, 1 threshold exceeded or records failed, 2 usage or connec
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
+from dlq.replay import Replayer, Summary
 from udfs.config import DEFAULT_CONFIG, ConfigError, JobConfig, load_config
 
 ENV_HELP = (
@@ -106,6 +110,346 @@ def sql(obj: Context, names: tuple[str, ...]) -> None:
             fail(f"no such SQL file: {path}")
         text = render(path, obj.config).rstrip()
         click.echo(text if text.endswith(";") else text + ";")
+
+
+def _conf(obj: Context) -> dict[str, str]:
+    return obj.config.kafka.librdkafka()
+
+
+def _check_broker(obj: Context) -> None:
+    """Fails fast (exit 2) when no broker answers, instead of hanging in a scan."""
+    from dlq.admin import wait_for_broker
+
+    try:
+        wait_for_broker(_conf(obj), 20)
+    except TimeoutError as e:
+        fail(str(e))
+
+
+def _dlq_topics(obj: Context, topic: str | None) -> list[str]:
+    if topic is None:
+        return list(obj.config.dlq_topics)
+    return [topic]
+
+
+@cli.command(epilog=ENV_HELP)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option(
+    "--threshold",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Exit 1 when any DLQ topic holds more than this many records.",
+)
+@click.option("--window", default=300.0, help="Seconds over which growth is measured.")
+@click.option("--topic", default=None, help="One DLQ topic [default: every feed's DLQ].")
+@click.pass_obj
+def stats(
+    obj: Context, as_json: bool, threshold: int | None, window: float, topic: str | None
+) -> None:
+    """Per DLQ topic: committed records, growth, oldest/newest failure, categories, types."""
+    import orjson
+    from confluent_kafka import KafkaException
+
+    from dlq.replay import load_ledger
+    from dlq.scan import read_dlq
+    from dlq.stats import TopicStats
+
+    _check_broker(obj)
+    now_ms = int(time.time() * 1000)
+    result: dict[str, dict[str, object]] = {}
+    try:
+        for name in _dlq_topics(obj, topic):
+            figures = TopicStats(name, window_s=window)
+            for rec in read_dlq(_conf(obj), [name]):
+                figures.add(rec)
+            row = figures.as_dict(now_ms)
+            row["replayed"] = len(load_ledger(_conf(obj), obj.config.ledger_topic, name))
+            result[name] = row
+    except (KafkaException, TimeoutError) as e:
+        fail(str(e))
+    if as_json:
+        click.echo(orjson.dumps({"topics": result, "threshold": threshold}).decode())
+    else:
+        _print_stats(result, window)
+    over = [
+        t
+        for t, row in result.items()
+        if threshold is not None and int(str(row["count"])) > threshold
+    ]
+    if over:
+        click.echo(f"dlq: {', '.join(over)} above the threshold of {threshold} records", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _print_stats(result: dict[str, dict[str, object]], window: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="DLQ topics (read_committed)")
+    for col in (
+        "topic",
+        "records",
+        "replayed",
+        f"growth/min ({window:.0f} s)",
+        "oldest",
+        "newest",
+        "by category",
+        "top types",
+    ):
+        table.add_column(col)
+    for name, row in result.items():
+        cats = row["by_category"]
+        types = row["by_type"]
+        assert isinstance(cats, dict) and isinstance(types, dict)
+        top = sorted(types.items(), key=lambda kv: -kv[1])[:3]
+        table.add_row(
+            name,
+            f"{row['count']:,}",
+            f"{row['replayed']:,}",
+            f"{row['growth_per_min']}",
+            str(row["oldest"] or "-"),
+            str(row["newest"] or "-"),
+            ", ".join(f"{k} {v}" for k, v in sorted(cats.items())) or "-",
+            ", ".join(f"{k} {v}" for k, v in top) or "-",
+        )
+    Console().print(table)
+
+
+@cli.command(epilog=ENV_HELP)
+@click.option("--topic", default=None, help="One DLQ topic [default: every feed's DLQ].")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Draw failures over time per fingerprint into this PNG file.",
+)
+@click.option("--top", default=10, help="Groups shown in the table and the plot.")
+@click.pass_obj
+def analyze(obj: Context, topic: str | None, as_json: bool, plot: Path | None, top: int) -> None:
+    """Group failures by fingerprint (type + normalised message + field)."""
+    import orjson
+    from confluent_kafka import KafkaException
+
+    from dlq.scan import read_dlq
+    from dlq.stats import analyze as group_failures
+    from dlq.stats import iso
+
+    _check_broker(obj)
+    try:
+        records = list(read_dlq(_conf(obj), _dlq_topics(obj, topic)))
+    except (KafkaException, TimeoutError) as e:
+        fail(str(e))
+    groups = group_failures(records)
+    total = sum(g.count for g in groups)
+    group_docs: list[dict[str, Any]] = [
+        {
+            "fingerprint": g.fingerprint,
+            "type": g.type,
+            "category": g.category,
+            "field": g.field_name,
+            "pattern": g.pattern,
+            "count": g.count,
+            "share": round(g.count / total, 4) if total else 0.0,
+            "first_seen": iso(g.first_seen),
+            "last_seen": iso(g.last_seen),
+            "feeds": sorted(g.feeds),
+            "samples": [list(s) for s in g.samples],
+        }
+        for g in groups
+    ]
+    doc = {"total": total, "groups": group_docs}
+    if plot is not None:
+        from dlq.plot import plot_groups
+
+        plot_groups(groups[:top], plot)
+    if as_json:
+        click.echo(orjson.dumps(doc).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{total:,} failures in {len(groups)} groups")
+    for col in (
+        "fingerprint",
+        "count",
+        "share",
+        "category",
+        "type",
+        "field",
+        "pattern",
+        "first seen",
+        "last seen",
+        "samples (topic:partition:offset)",
+    ):
+        table.add_column(col)
+    for g in group_docs[:top]:
+        table.add_row(
+            g["fingerprint"],
+            f"{g['count']:,}",
+            f"{g['share']:.1%}",
+            g["category"],
+            g["type"],
+            g["field"] or "-",
+            g["pattern"][:80],
+            g["first_seen"] or "-",
+            g["last_seen"] or "-",
+            " ".join(":".join(map(str, s)) for s in g["samples"][:3]),
+        )
+    Console().print(table)
+    if plot is not None:
+        click.echo(f"plot written to {plot}")
+
+
+def _parse_when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"not an ISO-8601 time: {value!r} (e.g. 2026-11-30T18:00:00Z)")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _parse_offsets(values: tuple[str, ...]) -> dict[int, tuple[int, int]] | None:
+    if not values:
+        return None
+    spans = {}
+    for text in values:
+        try:
+            part, _, span = text.partition(":")
+            first, _, last = span.partition("-")
+            spans[int(part)] = (int(first), int(last or first))
+        except ValueError:
+            fail(f"--offsets takes PARTITION:FIRST[-LAST], got {text!r}")
+    return spans
+
+
+@cli.command(epilog=ENV_HELP)
+@click.option("--topic", required=True, help="The DLQ topic to replay from.")
+@click.option(
+    "--category",
+    type=click.Choice(["deserialization", "validation", "processing", "transient"]),
+    default=None,
+)
+@click.option("--error-type", default=None, help="Only this error type (e.g. ValidationError).")
+@click.option("--fingerprint", default=None, help="Only this failure group (dlq analyze).")
+@click.option("--since", default=None, help="Only failures at or after this ISO time.")
+@click.option("--until", default=None, help="Only failures before this ISO time.")
+@click.option(
+    "--offsets",
+    multiple=True,
+    metavar="P:FIRST-LAST",
+    help="Only these DLQ offsets of partition P (repeatable).",
+)
+@click.option(
+    "--fix",
+    "fix_spec",
+    default=None,
+    metavar="MODULE:FUNCTION",
+    help="Repair function(value, envelope) -> bytes | None (None: skip).",
+)
+@click.option("--to", default=None, help="Write to this topic instead of the original one.")
+@click.option("--dry-run", is_flag=True, help="List what would be replayed; write nothing.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="At most this many records per second.",
+)
+@click.option(
+    "--max-replays",
+    default=3,
+    show_default=True,
+    help="Records replayed this often already go to the parking lot.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The summary as one JSON document.")
+@click.pass_obj
+def replay(
+    obj: Context,
+    topic: str,
+    category: str | None,
+    error_type: str | None,
+    fingerprint: str | None,
+    since: str | None,
+    until: str | None,
+    offsets: tuple[str, ...],
+    fix_spec: str | None,
+    to: str | None,
+    dry_run: bool,
+    rate: float | None,
+    max_replays: int,
+    as_json: bool,
+) -> None:
+    """Write DLQ records back to their original topic and partition, exactly once."""
+    import orjson
+    from confluent_kafka import KafkaException
+
+    from dlq.replay import Selection
+    from udfs.pipeline import load_callable
+
+    fix = None
+    if fix_spec:
+        if "" not in sys.path and "." not in sys.path:
+            sys.path.insert(0, "")  # importable from the current directory, as documented
+        try:
+            fix = load_callable(fix_spec)
+        except (ImportError, AttributeError, ValueError, TypeError) as e:
+            fail(f"--fix {fix_spec}: {e}")
+    selection = Selection(
+        category=category,
+        error_type=error_type,
+        fingerprint=fingerprint,
+        since=_parse_when(since),
+        until=_parse_when(until),
+        offsets=_parse_offsets(offsets),
+    )
+    _check_broker(obj)
+    replayer = Replayer(
+        _conf(obj),
+        dlq_topic=topic,
+        ledger_topic=obj.config.ledger_topic,
+        parking_topic=obj.config.parking_topic,
+        selection=selection,
+        fix=fix,
+        to=to,
+        max_replays=max_replays,
+        rate=rate,
+        dry_run=dry_run,
+        max_request_size=obj.config.kafka.max_request_size,
+    )
+    try:
+        summary = _run_with_progress(replayer, show=sys.stderr.isatty() and not as_json)
+    except (KafkaException, TimeoutError) as e:
+        fail(f"replay stopped: {e}")
+    doc = summary.as_dict(with_records=dry_run)
+    if as_json:
+        click.echo(orjson.dumps(doc).decode())
+    else:
+        if dry_run:
+            for r in summary.records:
+                click.echo(
+                    f"would replay {':'.join(map(str, r['dlq']))} -> "
+                    f"{':'.join(map(str, r['source'][:2]))} ({r['type']}"
+                    f"{', ' + r['field'] if r['field'] else ''})"
+                )
+        for line in summary.errors:
+            click.echo(f"failed: {line}", err=True)
+        click.echo(" ".join(f"{k}={v}" for k, v in doc.items() if k not in ("errors", "records")))
+    if summary.failed:
+        sys.exit(EXIT_FAILED)
+
+
+def _run_with_progress(replayer: Replayer, show: bool) -> Summary:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    if not show:
+        return replayer.run()
+    with Progress(
+        TextColumn("replay {task.description}"), BarColumn(), MofNCompleteColumn(), transient=True
+    ) as bar:
+        task = bar.add_task(replayer.dlq_topic, total=replayer.total())
+        return replayer.run(progress=lambda n: bar.advance(task, n))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from confluent_kafka import Consumer, TopicPartition
 from pyflink.common import Configuration, Types, WatermarkStrategy
 from pyflink.datastream import (
     CheckpointingMode,
@@ -126,7 +127,46 @@ def starting_offsets(mode: str) -> KafkaOffsetsInitializer:
     return KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
 
 
-def kafka_source(config: JobConfig, topic: str, offsets: str, bounded: bool) -> KafkaSource:
+def end_offsets(config: JobConfig, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    """The current end offset of every partition of ``topics`` (where --bounded stops)."""
+    consumer = Consumer(
+        {**config.kafka.librdkafka(), "group.id": config.group_id, "enable.auto.commit": False}
+    )
+    try:
+        md = consumer.list_topics(timeout=30)
+        ends = {}
+        for topic in topics:
+            if topic not in md.topics or md.topics[topic].error is not None:
+                raise ConfigError(f"input topic {topic!r} does not exist (make topics)")
+            for p in md.topics[topic].partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+                ends[(topic, p)] = high
+        return ends
+    finally:
+        consumer.close()
+
+
+def commit_offsets(config: JobConfig, offsets: dict[tuple[str, int], int]) -> None:
+    """Commits a finished bounded run's end offsets to the job's consumer group.
+
+    Flink commits offsets to Kafka only when a checkpoint completes, and a split that reached
+    its stopping offset is not in the final checkpoint's commit: without this, a later
+    ``--starting-offsets committed`` run would read part of this run's input again.
+    """
+    consumer = Consumer(
+        {**config.kafka.librdkafka(), "group.id": config.group_id, "enable.auto.commit": False}
+    )
+    try:
+        consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+        )
+    finally:
+        consumer.close()
+
+
+def kafka_source(
+    config: JobConfig, topic: str, offsets: str, stop_at: dict[tuple[str, int], int] | None
+) -> KafkaSource:
     """A source of raw source frames: nothing is decoded before the process function."""
     builder = (
         KafkaSource.builder()
@@ -141,10 +181,13 @@ def kafka_source(config: JobConfig, topic: str, offsets: str, bounded: bool) -> 
     )
     for key, value in config.kafka.java().items():
         builder.set_property(key, value)
-    if bounded:
-        builder.set_bounded(KafkaOffsetsInitializer.latest())
-    # PyFlink's builder only offers value-only deserializers; ours keeps the whole record.
     jvm = get_gateway().jvm
+    if stop_at is not None:
+        spec = "".join(f"{t}\t{p}\t{o}\n" for (t, p), o in stop_at.items() if t == topic)
+        builder.set_bounded(
+            KafkaOffsetsInitializer(getattr(jvm, JAVA_PACKAGE).FixedOffsets.of(spec))
+        )
+    # PyFlink's builder only offers value-only deserializers; ours keeps the whole record.
     builder._j_builder.setDeserializer(getattr(jvm, JAVA_PACKAGE).RawRecordDeserializationSchema())
     return builder.build()
 
@@ -173,15 +216,15 @@ def build(
     config: JobConfig,
     *,
     offsets: str = "committed",
-    bounded: bool = False,
+    stop_at: dict[tuple[str, int], int] | None = None,
 ) -> None:
-    """Assembles the job graph for both feeds on ``env``."""
+    """Assembles the job graph for both feeds on ``env``; ``stop_at``: bounded end offsets."""
     for feed in FEEDS:
         topics = config.feeds[feed]
         dlq_tag = OutputTag(f"dlq-{feed}", FRAME)
         # source frames: (topic, partition, offset, timestamp, key, value, headers)
         raw = env.from_source(
-            kafka_source(config, topics.input, offsets, bounded),
+            kafka_source(config, topics.input, offsets, stop_at),
             WatermarkStrategy.no_watermarks(),
             f"source-{feed}",
             type_info=FRAME,
@@ -305,8 +348,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"dlq_job: error: {e}", file=sys.stderr)
         return 2
-    build(env, config, offsets=args.starting_offsets, bounded=args.bounded)
+    stop_at = None
+    if args.bounded:
+        stop_at = end_offsets(config, [t.input for t in config.feeds.values()])
+    build(env, config, offsets=args.starting_offsets, stop_at=stop_at)
     env.execute(config.name)
+    if stop_at is not None:
+        commit_offsets(config, stop_at)
     return 0
 
 

@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer
+
+from dlq.scan import Message, read_to_end
 
 ROOT = Path(__file__).resolve().parent.parent
 Headers = list[tuple[str, bytes | None]]
-
-
-@dataclass(frozen=True)
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[Any, ...]]) -> list[Message]:
@@ -42,6 +32,7 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[Any, ...]]) -> l
                 msg.topic(),
                 msg.partition(),
                 msg.offset(),
+                None,
                 msg.key(),
                 msg.value(),
                 list(msg.headers() or []),
@@ -64,47 +55,8 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[Any, ...]]) -> l
 def read_all(
     bootstrap: str, topics: Sequence[str], isolation: str = "read_committed", timeout_s: float = 60
 ) -> list[Message]:
-    """Every message visible under ``isolation`` in ``topics``, read to the end."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"t-{uuid.uuid4()}",
-            "isolation.level": isolation,
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        md = consumer.list_topics(timeout=10)
-        parts = [TopicPartition(t, p, 0) for t in topics for p in md.topics[t].partitions]
-        consumer.assign(parts)
-        pending = {(tp.topic, tp.partition) for tp in parts}
-        out: list[Message] = []
-        deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard((msg.topic(), msg.partition()))
-                    continue
-                raise AssertionError(msg.error())
-            out.append(
-                Message(
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
-                    msg.key(),
-                    msg.value(),
-                    list(msg.headers() or []),
-                )
-            )
-        assert not pending, f"partitions not read to the end within {timeout_s} s: {pending}"
-        return out
-    finally:
-        consumer.close()
+    """Every message visible under ``isolation`` in ``topics``, read to the current end."""
+    return list(read_to_end({"bootstrap.servers": bootstrap}, topics, isolation, timeout_s))
 
 
 def make_job_config(
@@ -117,6 +69,7 @@ def make_job_config(
         for role in ("input", "clean", "dlq"):
             tree["topics"][feed][role] = f"t{run}.{tree['topics'][feed][role]}"
     tree["topics"]["parking"] = f"t{run}.dlq.parking"
+    tree["topics"]["replay_ledger"] = f"t{run}.dlq.replay.ledger"
     tree["kafka"]["bootstrap_servers"] = bootstrap
     tree["kafka"]["transactional_id_prefix"] = f"t{run}"
     tree["job"]["group_id"] = f"t{run}"
@@ -134,7 +87,7 @@ def make_job_config(
 
 
 def run_job(
-    config_path: Path, *extra: str, timeout_s: float = 600
+    config_path: Path, *extra: str, timeout_s: float = 600, offsets: str = "earliest"
 ) -> subprocess.CompletedProcess[str]:
     """Runs the real job entry point as a user would, bounded, and returns the finished process."""
     cmd = [
@@ -144,7 +97,7 @@ def run_job(
         str(config_path),
         "--bounded",
         "--starting-offsets",
-        "earliest",
+        offsets,
         *extra,
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
@@ -153,3 +106,11 @@ def run_job(
             f"job exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
         )
     return proc
+
+
+def dlq_cli(
+    config_path: Path, *args: str, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Runs the installed `dlq` command with this configuration, as an operator would."""
+    cmd = [str(Path(sys.executable).parent / "dlq"), "--config", str(config_path), *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)

@@ -123,6 +123,7 @@ class JobConfig:
     kafka: KafkaConfig
     feeds: Mapping[str, FeedTopics]
     parking_topic: str
+    ledger_topic: str
     partitions: int
     checkpoint_interval_ms: int
     checkpoint_timeout_ms: int
@@ -221,6 +222,7 @@ def load_config(
         kafka=kafka,
         feeds=feeds,
         parking_topic=str(_get(tree, "topics.parking", "dlq.parking")),
+        ledger_topic=str(_get(tree, "topics.replay_ledger", "dlq.replay.ledger")),
         partitions=_int(tree, "topics.partitions", 3, 1),
         checkpoint_interval_ms=_int(tree, "checkpoint.interval_ms", 5000, 100),
         checkpoint_timeout_ms=_int(tree, "checkpoint.timeout_ms", 120_000, 1000),

@@ -20,14 +20,15 @@ pytestmark = pytest.mark.integration
 PASSTHROUGH = """
 import sys
 from pyflink.common import WatermarkStrategy
-from jobs.dlq_job import FRAME, create_env, kafka_sink, kafka_source
+from jobs.dlq_job import FRAME, create_env, end_offsets, kafka_sink, kafka_source
 from udfs.config import load_config
 from udfs.frames import decode_source, encode_sink
 
 config = load_config().with_bootstrap_servers(sys.argv[1]).with_overrides(
     checkpoint_interval_ms=1000, parallelism=2)
 env = create_env(config)
-src = env.from_source(kafka_source(config, sys.argv[2], "earliest", True),
+stop_at = end_offsets(config, [sys.argv[2]])
+src = env.from_source(kafka_source(config, sys.argv[2], "earliest", stop_at),
                       WatermarkStrategy.no_watermarks(), "source", type_info=FRAME)
 
 def copy(frame):

@@ -1,0 +1,291 @@
+"""Replay DLQ records to their original topic, exactly once.
+
+Each replayed record is written together with an entry in the replay ledger (a compacted
+topic keyed by the DLQ position) in one Kafka transaction. A replay reads the ledger first and
+skips what it lists, so a replay killed at any point and run again writes every selected
+record exactly once, and a later replay with another selection never repeats one either. The
+transactional id is fixed per DLQ topic: a second replay of the same topic fences the first.
+Records already replayed ``max_replays`` times go to the parking lot instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+
+from dlq.scan import DlqRecord, read_dlq, read_to_end
+from dlq.stats import fingerprint, parse_time
+from udfs.envelope import REPLAY_COUNT_HEADER, original
+
+FixFunction = Callable[[bytes | None, dict[str, Any]], bytes | None]
+TRANSACTION_RECORDS = 500
+TRANSACTION_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which DLQ records a replay takes; every criterion given must match."""
+
+    category: str | None = None
+    error_type: str | None = None
+    fingerprint: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    # partition -> inclusive (first, last) DLQ offsets
+    offsets: Mapping[int, tuple[int, int]] | None = None
+
+    def matches(self, rec: DlqRecord) -> bool:
+        env = rec.envelope
+        if env is None:
+            return False
+        error = env.get("error") or {}
+        if self.category and error.get("category") != self.category:
+            return False
+        if self.error_type and error.get("type") != self.error_type:
+            return False
+        if self.fingerprint and fingerprint(error) != self.fingerprint:
+            return False
+        if self.since or self.until:
+            failed = parse_time(env.get("failed_at"))
+            if failed is None:
+                return False
+            if self.since and failed < self.since:
+                return False
+            if self.until and failed >= self.until:
+                return False
+        if self.offsets is not None:
+            span = self.offsets.get(rec.message.partition)
+            if span is None or not span[0] <= rec.message.offset <= span[1]:
+                return False
+        return True
+
+
+@dataclass
+class Summary:
+    selected: int = 0
+    replayed: int = 0
+    parked: int = 0
+    skipped: int = 0
+    failed: int = 0
+    already_replayed: int = 0
+    not_envelopes: int = 0
+    errors: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self, with_records: bool) -> dict[str, Any]:
+        out = asdict(self)
+        if not with_records:
+            out.pop("records")
+        return out
+
+
+def ledger_key(topic: str, partition: int, offset: int) -> bytes:
+    return f"{topic}:{partition}:{offset}".encode()
+
+
+def load_ledger(conf: Mapping[str, str], ledger_topic: str, dlq_topic: str) -> set[bytes]:
+    """DLQ positions of ``dlq_topic`` already handled by a committed replay."""
+    prefix = f"{dlq_topic}:".encode()
+    done: set[bytes] = set()
+    for msg in read_to_end(conf, [ledger_topic]):
+        if msg.key is None or not msg.key.startswith(prefix):
+            continue
+        if msg.value is None:  # a tombstone un-does an entry (manual re-enable)
+            done.discard(msg.key)
+        else:
+            done.add(msg.key)
+    return done
+
+
+def replay_headers(
+    headers: tuple[tuple[str, bytes | None], ...], count: int
+) -> list[tuple[str, bytes | None]]:
+    kept = [(k, v) for k, v in headers if k != REPLAY_COUNT_HEADER]
+    return [*kept, (REPLAY_COUNT_HEADER, str(count).encode())]
+
+
+class Replayer:
+    """One replay run over one DLQ topic."""
+
+    def __init__(
+        self,
+        conf: Mapping[str, str],
+        *,
+        dlq_topic: str,
+        ledger_topic: str,
+        parking_topic: str,
+        selection: Selection,
+        fix: FixFunction | None = None,
+        to: str | None = None,
+        max_replays: int = 3,
+        rate: float | None = None,
+        dry_run: bool = False,
+        max_request_size: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.conf = dict(conf)
+        self.dlq_topic = dlq_topic
+        self.ledger_topic = ledger_topic
+        self.parking_topic = parking_topic
+        self.selection = selection
+        self.fix = fix
+        self.to = to
+        self.max_replays = max_replays
+        self.rate = rate
+        self.dry_run = dry_run
+        self.max_request_size = max_request_size
+        self.summary = Summary()
+
+    def total(self) -> int:
+        """Upper bound of the records to scan (for a progress bar)."""
+        from confluent_kafka import TopicPartition
+
+        from dlq.scan import consumer
+
+        c = consumer(self.conf)
+        try:
+            md = c.list_topics(self.dlq_topic, timeout=15)
+            total = 0
+            for p in md.topics[self.dlq_topic].partitions:
+                low, high = c.get_watermark_offsets(TopicPartition(self.dlq_topic, p), timeout=15)
+                total += high - low
+            return total
+        finally:
+            c.close()
+
+    def run(self, progress: Callable[[int], None] = lambda n: None) -> Summary:
+        producer = None
+        if not self.dry_run:
+            producer = Producer(
+                {
+                    **self.conf,
+                    "transactional.id": f"dlq-replay.{self.dlq_topic}",
+                    "enable.idempotence": True,
+                    "message.max.bytes": str(self.max_request_size),
+                    "linger.ms": 5,
+                }
+            )
+            # Fences a replay of this topic still running elsewhere and aborts the open
+            # transaction of one that was killed, before the ledger is read.
+            producer.init_transactions(60)
+        done = load_ledger(self.conf, self.ledger_topic, self.dlq_topic)
+        txn_open, in_txn, txn_started, written = False, 0, 0.0, 0
+        started = time.monotonic()
+        try:
+            for rec in self._records():
+                progress(1)
+                key = ledger_key(*rec.message.position)
+                if rec.envelope is None:
+                    self.summary.not_envelopes += 1
+                    continue
+                if not self.selection.matches(rec):
+                    continue
+                if key in done:
+                    self.summary.already_replayed += 1
+                    continue
+                self.summary.selected += 1
+                if producer is None:
+                    self.summary.records.append(self._describe(rec))
+                    continue
+                if not txn_open:
+                    producer.begin_transaction()
+                    txn_open, txn_started = True, time.monotonic()
+                outcome = self._write(producer, rec)
+                if outcome is None:
+                    continue
+                # The ledger entry commits or aborts together with the record it describes.
+                producer.produce(
+                    self.ledger_topic,
+                    key=key,
+                    value=orjson.dumps(
+                        {
+                            "outcome": outcome,
+                            "at": datetime.now(UTC).isoformat(),
+                            "to": self.to or rec.envelope["source"]["topic"],
+                        }
+                    ),
+                )
+                producer.poll(0)
+                in_txn += 1
+                written += 1
+                if in_txn >= TRANSACTION_RECORDS or (
+                    time.monotonic() - txn_started >= TRANSACTION_SECONDS
+                ):
+                    producer.commit_transaction(60)
+                    txn_open, in_txn = False, 0
+                if self.rate:
+                    ahead = written / self.rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            if producer is not None and txn_open:
+                producer.commit_transaction(60)
+                txn_open = False
+        except BaseException:
+            if producer is not None and txn_open:
+                producer.abort_transaction(30)
+            raise
+        return self.summary
+
+    def _records(self) -> Iterator[DlqRecord]:
+        return read_dlq(self.conf, [self.dlq_topic])
+
+    def _describe(self, rec: DlqRecord) -> dict[str, Any]:
+        env = rec.envelope or {}
+        return {
+            "dlq": list(rec.message.position),
+            "source": [env["source"]["topic"], env["source"]["partition"], env["source"]["offset"]],
+            "type": env["error"]["type"],
+            "field": env["error"]["field"],
+            "replay_count": (env.get("replay") or {}).get("count", 0),
+        }
+
+    def _write(self, producer: Producer, rec: DlqRecord) -> str | None:
+        """Writes one selected record; returns the ledger outcome, or None if it failed."""
+        env = rec.envelope or {}
+        count = int((env.get("replay") or {}).get("count", 0))
+        if count >= self.max_replays:
+            producer.produce(
+                self.parking_topic,
+                key=rec.message.key,
+                value=rec.message.value,
+                headers=list(rec.message.headers),
+            )
+            self.summary.parked += 1
+            return "parked"
+        orig = original(env)
+        value = orig.value
+        if self.fix is not None:
+            try:
+                value = self.fix(value, env)
+            except Exception as e:  # the user's repair failed: report, keep the record
+                self.summary.failed += 1
+                self.summary.errors.append(
+                    f"{rec.message.topic}:{rec.message.partition}:{rec.message.offset}: "
+                    f"--fix raised {type(e).__name__}: {e}"
+                )
+                return None
+            if value is None:
+                self.summary.skipped += 1
+                return "skipped"
+            if not isinstance(value, bytes):
+                self.summary.failed += 1
+                self.summary.errors.append(
+                    f"{rec.message.topic}:{rec.message.partition}:{rec.message.offset}: "
+                    f"--fix returned {type(value).__name__}, not bytes or None"
+                )
+                return None
+        kwargs: dict[str, Any] = {
+            "key": orig.key,
+            "value": value,
+            "headers": replay_headers(orig.headers, count + 1),
+        }
+        if self.to is None:
+            kwargs["partition"] = orig.partition
+        producer.produce(self.to or orig.topic, **kwargs)
+        self.summary.replayed += 1
+        return "replayed"

@@ -1,0 +1,138 @@
+"""Reading DLQ topics: every committed record, from the beginning to the current end.
+
+"The end" is fixed when the scan starts (the partitions' end offsets), so a scan finishes
+even while the job keeps writing. Records are read ``read_committed``, as any consumer of the
+DLQ sees them: aborted writes and transaction markers are not counted.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from udfs.envelope import EnvelopeError, decode
+
+Headers = list[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One Kafka record as read."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+    @property
+    def position(self) -> tuple[str, int, int]:
+        return self.topic, self.partition, self.offset
+
+
+@dataclass(frozen=True, slots=True)
+class DlqRecord:
+    """A DLQ record and its envelope (None, with ``problem`` set, if it is not one)."""
+
+    message: Message
+    envelope: dict[str, Any] | None
+    problem: str | None = None
+
+
+def consumer(conf: Mapping[str, str], isolation: str = "read_committed") -> Consumer:
+    """A consumer for scans: its own throwaway group, no commits, partition EOF events."""
+    return Consumer(
+        {
+            **conf,
+            "group.id": f"dlq-scan-{uuid.uuid4()}",
+            "isolation.level": isolation,
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "log_level": "3",
+        }
+    )
+
+
+def read_to_end(
+    conf: Mapping[str, str],
+    topics: Sequence[str],
+    isolation: str = "read_committed",
+    timeout_s: float = 120,
+) -> Iterator[Message]:
+    """Every message of ``topics`` up to the end offsets present now, in partition order."""
+    c = consumer(conf, isolation)
+    try:
+        md = c.list_topics(timeout=15)
+        parts = []
+        for topic in topics:
+            if topic not in md.topics or md.topics[topic].error is not None:
+                raise KafkaException(
+                    KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} does not exist")
+                )
+            parts += [TopicPartition(topic, p) for p in md.topics[topic].partitions]
+        ends = {}
+        for tp in parts:
+            low, high = c.get_watermark_offsets(tp, timeout=15)
+            if high > low:
+                ends[(tp.topic, tp.partition)] = high
+        if not ends:
+            return
+        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
+        pending = set(ends)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"could not read {sorted(pending)} to the end in "
+                    f"{timeout_s:.0f} s (an open transaction?)"
+                )
+            for msg in c.consume(1000, 0.5):
+                key = (msg.topic() or "", msg.partition() or 0)
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(key)
+                        continue
+                    raise KafkaException(err)
+                if key not in pending:
+                    continue
+                offset = msg.offset() or 0
+                if offset >= ends[key]:
+                    pending.discard(key)
+                    continue
+                ts_type, ts = msg.timestamp()
+                yield Message(
+                    key[0],
+                    key[1],
+                    offset,
+                    ts if ts_type else None,
+                    msg.key(),
+                    msg.value(),
+                    _headers(msg.headers()),
+                )
+                if offset + 1 >= ends[key]:
+                    pending.discard(key)
+    finally:
+        c.close()
+
+
+def _headers(raw: object) -> Headers:
+    """confluent-kafka gives a list of (str, bytes | None) pairs, or None."""
+    return [(str(k), v) for k, v in raw] if isinstance(raw, list) else []
+
+
+def read_dlq(conf: Mapping[str, str], topics: Sequence[str]) -> Iterator[DlqRecord]:
+    """The committed records of DLQ topics with their envelopes parsed."""
+    for msg in read_to_end(conf, topics):
+        try:
+            yield DlqRecord(msg, decode(msg.value or b""))
+        except EnvelopeError as e:
+            yield DlqRecord(msg, None, str(e))
