@@ -201,3 +201,49 @@ def test_usage_and_connection_errors_exit_2(loop: dict[str, Any]) -> None:
     )
     down = dlq_cli(loop["path"], "--bootstrap-servers", "127.0.0.1:1", "stats")
     assert down.returncode == 2 and "no Kafka broker answered" in down.stderr
+
+
+def test_a_record_that_keeps_failing_ends_in_the_parking_lot(
+    loop: dict[str, Any], bootstrap: str
+) -> None:
+    config: JobConfig = loop["config"]
+    path: Path = loop["path"]
+    topics = config.feeds["polymarket"]
+    bad = [c for c in loop["cases"] if c.feed == "polymarket" and c.category == "validation"]
+
+    first = _json(
+        dlq_cli(
+            path,
+            "replay",
+            "--topic",
+            topics.dlq,
+            "--category",
+            "validation",
+            "--max-replays",
+            "1",
+            "--json",
+        )
+    )
+    assert first["replayed"] == len(bad)
+    run_job(path, "--parallelism", "2", offsets="committed")  # they fail again
+
+    envelopes = [orjson.loads(m.value or b"") for m in read_all(bootstrap, [topics.dlq])]
+    again = [e for e in envelopes if e["replay"]["count"] == 1]
+    assert len(again) == len(bad), "the job copies dlq.replay.count into the envelope"
+
+    second = _json(
+        dlq_cli(
+            path,
+            "replay",
+            "--topic",
+            topics.dlq,
+            "--category",
+            "validation",
+            "--max-replays",
+            "1",
+            "--json",
+        )
+    )
+    assert (second["selected"], second["parked"], second["replayed"]) == (len(bad), len(bad), 0)
+    parked = [orjson.loads(m.value or b"") for m in read_all(bootstrap, [config.parking_topic])]
+    assert sorted(p["payload_b64"] for p in parked) == sorted(e["payload_b64"] for e in again)
