@@ -40,7 +40,11 @@ kafka-down: ## Stop the local broker (by its pid) and wait for it to exit
 topics: setup ## Create the topics of SPEC section 2 (idempotent)
 	@.venv/bin/dlq topics
 
-test: setup ## Everything CI runs: lint, unit, integration and e2e tests (own broker)
+PROMTOOL := build/tools/promtool
+$(PROMTOOL): scripts/promtool.sh
+	scripts/promtool.sh
+
+test: setup $(PROMTOOL) ## Everything CI runs: lint, unit, integration and e2e tests (own broker)
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -v $(PYTEST_ARGS)
 

@@ -301,6 +301,30 @@ def analyze(obj: Context, topic: str | None, as_json: bool, plot: Path | None, t
         click.echo(f"plot written to {plot}")
 
 
+@cli.command(epilog=ENV_HELP)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), required=True, help="HTTP port for /metrics."
+)
+@click.option("--address", default="0.0.0.0", help="Address to listen on.")
+@click.option("--window", default=300.0, help="Seconds over which growth is measured.")
+@click.option("--refresh", default=15.0, help="Seconds between ledger and lag refreshes.")
+@click.pass_obj
+def monitor(obj: Context, port: int, address: str, window: float, refresh: float) -> None:
+    """Serve the DLQ figures and the job's input lag as Prometheus metrics."""
+    from dlq.monitor import serve
+
+    _check_broker(obj)
+    click.echo(
+        f"serving Prometheus metrics on http://{address}:{port}/metrics (Ctrl-C stops)", err=True
+    )
+    try:
+        serve(obj.config, port, window, refresh, address)
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        fail(f"cannot listen on {address}:{port}: {e.strerror}")
+
+
 def _parse_when(value: str | None) -> datetime | None:
     if value is None:
         return None

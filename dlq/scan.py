@@ -116,7 +116,7 @@ def read_to_end(
                     ts if ts_type else None,
                     msg.key(),
                     msg.value(),
-                    _headers(msg.headers()),
+                    headers_of(msg.headers()),
                 )
                 if offset + 1 >= ends[key]:
                     pending.discard(key)
@@ -124,7 +124,7 @@ def read_to_end(
         c.close()
 
 
-def _headers(raw: object) -> Headers:
+def headers_of(raw: object) -> Headers:
     """confluent-kafka gives a list of (str, bytes | None) pairs, or None."""
     return [(str(k), v) for k, v in raw] if isinstance(raw, list) else []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -13,6 +14,8 @@ import yaml
 from confluent_kafka import KafkaError, Producer
 
 from dlq.scan import Message, read_to_end
+from udfs.frames import SourceRecord
+from udfs.pipeline import Failed, FeedProcessor
 
 ROOT = Path(__file__).resolve().parent.parent
 Headers = list[tuple[str, bytes | None]]
@@ -114,3 +117,22 @@ def dlq_cli(
     """Runs the installed `dlq` command with this configuration, as an operator would."""
     cmd = [str(Path(sys.executable).parent / "dlq"), "--config", str(config_path), *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+
+
+def fill_dlq(bootstrap: str, config: Any, n: int, replay_count: int = 0) -> list[Any]:
+    """n distinct bad RSS records, dead-lettered by the real processing code."""
+    proc = FeedProcessor("rss", job_name="j", operator="validate-rss")
+    batch = []
+    for i in range(n):
+        value = json.dumps({"event_id": f"e-{i}", "title": "t"}).encode()
+        headers = [("seq", str(i).encode())]
+        if replay_count:
+            headers.append(("dlq.replay.count", str(replay_count).encode()))
+        out = proc.process(
+            SourceRecord(
+                config.feeds["rss"].input, i % 3, i, None, f"e-{i}".encode(), value, tuple(headers)
+            )
+        )
+        assert isinstance(out, Failed)
+        batch.append((out.key, out.envelope, headers, i % 3))
+    return produce(bootstrap, config.feeds["rss"].dlq, batch)

@@ -13,38 +13,16 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
 from dlq.admin import ensure_project_topics
 from dlq.replay import load_ledger
-from tests.kafka_helpers import ROOT, dlq_cli, make_job_config, produce, read_all
-from udfs.config import JobConfig, load_config
-from udfs.frames import SourceRecord
-from udfs.pipeline import Failed, FeedProcessor
+from tests.kafka_helpers import ROOT, dlq_cli, fill_dlq, make_job_config, read_all
+from udfs.config import load_config
 
 pytestmark = pytest.mark.integration
-
-
-def fill_dlq(bootstrap: str, config: JobConfig, n: int, replay_count: int = 0) -> list[Any]:
-    """n distinct bad RSS records, dead-lettered by the real processing code."""
-    proc = FeedProcessor("rss", job_name="j", operator="validate-rss")
-    batch = []
-    for i in range(n):
-        value = json.dumps({"event_id": f"e-{i}", "title": "t"}).encode()
-        headers = [("seq", str(i).encode())]
-        if replay_count:
-            headers.append(("dlq.replay.count", str(replay_count).encode()))
-        out = proc.process(
-            SourceRecord(
-                config.feeds["rss"].input, i % 3, i, None, f"e-{i}".encode(), value, tuple(headers)
-            )
-        )
-        assert isinstance(out, Failed)
-        batch.append((out.key, out.envelope, headers, i % 3))
-    return produce(bootstrap, config.feeds["rss"].dlq, batch)
 
 
 @pytest.fixture
