@@ -115,7 +115,26 @@ def create_topics(client: AdminClient, specs: Iterable[TopicSpec]) -> dict[str, 
                 if e.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
                 result[name] = "exists"
+    wait_for_topics(client, [s.name for s in specs])
     return result
+
+
+def wait_for_topics(client: AdminClient, names: list[str], timeout_s: float = 30) -> None:
+    """Returns once every topic is in the cluster metadata with its partitions (creation
+    completes on the controller before every broker's metadata shows the topic)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        md = client.list_topics(timeout=timeout_s)
+        missing = [
+            n
+            for n in names
+            if n not in md.topics or md.topics[n].error is not None or not md.topics[n].partitions
+        ]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics not visible after {timeout_s:.0f} s: {missing}")
+        time.sleep(0.2)
 
 
 def ensure_project_topics(config: JobConfig, client: AdminClient) -> list[tuple[str, str, int]]:
