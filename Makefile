@@ -12,7 +12,7 @@ MVN     := mvn -q -B -f java/pom.xml -Dflink.version=$(FLINK_VERSION) \
            -Dkafka.version=$(KAFKA_VERSION) -Dscala.binary.version=$(SCALA_BINARY_VERSION)
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit test-integration lint format kafka-up kafka-down topics \
+.PHONY: help setup run test test-unit lint format kafka-up kafka-down topics savepoint cancel \
         cluster-up cluster-down submit bench clean
 
 help: ## List the targets
@@ -65,3 +65,19 @@ clean: ## Remove the venv, resolved jars and local broker/Flink data
 
 run: kafka-up topics ## The streaming job on the local broker and mini-cluster, live status, Ctrl-C stops
 	$(PY) -m dlq.local
+
+cluster-up: setup ## Start a local standalone Flink cluster (JobManager + TaskManager), UI on :8081
+	@scripts/flink-cluster.sh up
+
+cluster-down: ## Stop the local Flink cluster (by pid)
+	@scripts/flink-cluster.sh down
+
+SAVEPOINT ?=
+submit: setup ## Submit the job to the local cluster (flink run, detached); SAVEPOINT=<path> resumes
+	@scripts/flink-cluster.sh submit $(SAVEPOINT)
+
+savepoint: ## Stop the submitted job with a savepoint (prints its path)
+	@scripts/flink-cluster.sh savepoint
+
+cancel: ## Cancel the submitted job
+	@scripts/flink-cluster.sh cancel

@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, TopicPartition
 from pyflink.common import Configuration, Types, WatermarkStrategy
 from pyflink.datastream import (
     CheckpointingMode,
+    DataStream,
     OutputTag,
     ProcessFunction,
     RuntimeContext,
@@ -244,7 +245,9 @@ def build(
             .name(f"validate-{feed}")
             .uid(f"validate-{feed}")
         )
-        errs = oks.get_side_output(dlq_tag)
+        # The side output as the Java stream it is: PyFlink's get_side_output() would add an
+        # identity Python map (one more Python operator, without a uid) to every record of it.
+        errs = DataStream(oks._j_data_stream.getSideOutput(dlq_tag.get_java_output_tag()))
         oks.sink_to(kafka_sink(config, topics.clean, f"clean-{feed}")).name(
             f"clean-sink-{feed}"
         ).uid(f"clean-sink-{feed}")
@@ -267,9 +270,6 @@ def flink_configuration(config: JobConfig) -> Configuration:
     conf.set_string("pipeline.jars", ";".join(j.resolve().as_uri() for j in config.jars))
     conf.set_string("pipeline.name", config.name)
     conf.set_string("execution.checkpointing.dir", config.checkpoint_dir.resolve().as_uri())
-    conf.set_string("restart-strategy.type", "fixed-delay")
-    conf.set_string("restart-strategy.fixed-delay.attempts", "5")
-    conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
     for key, value in config.flink_conf.items():
         conf.set_string(key, value)
     return conf

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Local standalone Flink cluster from the distribution inside the PyFlink wheel:
+#   up | down | status | submit [SAVEPOINT] | savepoint | cancel | jobs
+# Config: conf/flink (copied to var/flink/conf with @ROOT@ filled in). Classpath: the wheel's
+# lib/ plus flink-python (from opt/) and the Kafka connector and the project's jar, linked
+# into var/flink/lib. Logs, pids, checkpoints and savepoints live under var/flink.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VAR=$ROOT/var/flink
+PY=$ROOT/.venv/bin/python
+FLINK_DIST=$("$PY" -c 'import os, pyflink; print(os.path.dirname(pyflink.__file__))')
+export FLINK_CONF_DIR=$VAR/conf FLINK_LIB_DIR=$VAR/lib FLINK_LOG_DIR=$VAR/log FLINK_PID_DIR=$VAR/pid
+export PYFLINK_CLIENT_EXECUTABLE=$PY
+REST=http://localhost:8081
+
+prepare() {
+  mkdir -p "$VAR/conf" "$VAR/lib" "$VAR/log" "$VAR/pid" "$VAR/checkpoints" "$VAR/savepoints"
+  for f in conf/flink/*; do
+    sed "s#@ROOT@#$ROOT#g" "$f" > "$VAR/conf/$(basename "$f")"
+  done
+  rm -f "$VAR/lib"/*.jar
+  ln -s "$FLINK_DIST"/lib/*.jar "$VAR/lib/"
+  ln -s "$FLINK_DIST"/opt/flink-python-*.jar "$VAR/lib/"
+  ln -s "$ROOT"/build/lib/flink/*.jar "$VAR/lib/"
+}
+
+pid_file() { echo "$VAR/pid/flink-${USER:-}-$1.pid"; }  # named as Flink's scripts name it
+
+pid_of() {  # pid of a running jobmanager or taskmanager (standalonesession / taskexecutor)
+  local f
+  f=$(pid_file "$1")
+  [[ -f $f ]] || return 1
+  local pid
+  pid=$(tail -n 1 "$f")
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+rest_up() { curl -fsS "$REST/overview" >/dev/null 2>&1; }
+
+up() {
+  [[ -d build/lib/flink ]] || { echo "flink: jars missing, run 'make setup'" >&2; exit 2; }
+  prepare
+  if pid=$(pid_of standalonesession); then
+    echo "flink: JobManager already running (pid $pid)"
+  else
+    "$FLINK_DIST/bin/jobmanager.sh" start >/dev/null
+  fi
+  if pid=$(pid_of taskexecutor); then
+    echo "flink: TaskManager already running (pid $pid)"
+  else
+    "$FLINK_DIST/bin/taskmanager.sh" start >/dev/null
+  fi
+  for _ in $(seq 1 120); do
+    if rest_up && [[ $(curl -fsS "$REST/overview" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["taskmanagers"])') -ge 1 ]]; then
+      echo "flink: cluster up, web UI on $REST (JobManager pid $(pid_of standalonesession), TaskManager pid $(pid_of taskexecutor))"
+      return
+    fi
+    sleep 0.5
+  done
+  echo "flink: cluster did not come up; see $VAR/log" >&2
+  exit 1
+}
+
+stop_pid() {
+  local pid=$1 name=$2
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || { echo "flink: $name stopped (pid $pid)"; return 0; }; sleep 0.5; done
+  kill -KILL "$pid" 2>/dev/null || true
+  echo "flink: $name killed after 30 s (pid $pid)"
+}
+
+down() {
+  local any=0
+  for role in taskexecutor standalonesession; do
+    # every pid the scripts recorded (a TaskManager may have been restarted)
+    local f
+    f=$(pid_file "$role")
+    [[ -f $f ]] || continue
+    while read -r pid; do
+      [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && { stop_pid "$pid" "$role"; any=1; }
+    done < "$f"
+    rm -f "$f"
+  done
+  [[ $any == 1 ]] || echo "flink: not running"
+}
+
+flink() { "$FLINK_DIST/bin/flink" "$@"; }
+
+submit() {
+  local args=(run -d -py "$ROOT/jobs/dlq_job.py" -pyexec "$PY" -pyclientexec "$PY")
+  [[ -n ${1:-} ]] && args+=(-s "$1")
+  local out
+  out=$(flink "${args[@]}" -- ${JOB_ARGS:-} 2>&1) || { echo "$out" >&2; exit 1; }
+  local id
+  id=$(grep -oE 'JobID [0-9a-f]{32}' <<<"$out" | awk '{print $2}' | tail -n 1)
+  [[ -n $id ]] || { echo "$out" >&2; echo "flink: no job id in the output" >&2; exit 1; }
+  echo "$id" > "$VAR/job.id"
+  echo "$id"
+}
+
+job_id() { [[ -f $VAR/job.id ]] && cat "$VAR/job.id" || { echo "flink: no submitted job (var/flink/job.id)" >&2; exit 2; }; }
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  status) rest_up && curl -fsS "$REST/overview" && echo || { echo "flink: not running"; exit 1; } ;;
+  submit) submit "${2:-}" ;;
+  savepoint) flink stop --savepointPath "$VAR/savepoints" "$(job_id)" ;;
+  cancel) flink cancel "$(job_id)" ;;
+  jobs) flink list -a ;;
+  *) echo "usage: $0 up|down|status|submit [SAVEPOINT]|savepoint|cancel|jobs" >&2; exit 2 ;;
+esac
