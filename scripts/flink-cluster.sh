@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Local standalone Flink cluster from the distribution inside the PyFlink wheel:
 #   up | down | status | submit [SAVEPOINT] | savepoint | cancel | jobs
+#   taskmanager-kill | taskmanager-start   (fault injection)
 # Config: conf/flink (copied to var/flink/conf with @ROOT@ filled in). Classpath: the wheel's
 # lib/ plus flink-python (from opt/) and the Kafka connector and the project's jar, linked
 # into var/flink/lib. Logs, pids, checkpoints and savepoints live under var/flink.
@@ -91,6 +92,7 @@ submit() {
   local args=(run -d -py "$ROOT/jobs/dlq_job.py" -pyexec "$PY" -pyclientexec "$PY")
   [[ -n ${1:-} ]] && args+=(-s "$1")
   local out
+  # shellcheck disable=SC2086  # JOB_ARGS: the job's own options, word-split on purpose
   out=$(flink "${args[@]}" -- ${JOB_ARGS:-} 2>&1) || { echo "$out" >&2; exit 1; }
   local id
   id=$(grep -oE 'JobID [0-9a-f]{32}' <<<"$out" | awk '{print $2}' | tail -n 1)
@@ -101,6 +103,17 @@ submit() {
 
 job_id() { [[ -f $VAR/job.id ]] && cat "$VAR/job.id" || { echo "flink: no submitted job (var/flink/job.id)" >&2; exit 2; }; }
 
+# Fault injection (tests/e2e): kill every TaskManager with SIGKILL; start a new one.
+kill_tm() {
+  local f
+  f=$(pid_file taskexecutor)
+  [[ -f $f ]] || return 0
+  while read -r pid; do
+    [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null && echo "flink: TaskManager pid $pid killed (SIGKILL)"
+  done < "$f"
+  rm -f "$f"
+}
+
 case ${1:-} in
   up) up ;;
   down) down ;;
@@ -109,5 +122,7 @@ case ${1:-} in
   savepoint) flink stop --savepointPath "$VAR/savepoints" "$(job_id)" ;;
   cancel) flink cancel "$(job_id)" ;;
   jobs) flink list -a ;;
+  taskmanager-kill) kill_tm ;;
+  taskmanager-start) "$FLINK_DIST/bin/taskmanager.sh" start >/dev/null; echo "flink: TaskManager started (pid $(pid_of taskexecutor))" ;;
   *) echo "usage: $0 up|down|status|submit [SAVEPOINT]|savepoint|cancel|jobs" >&2; exit 2 ;;
 esac
