@@ -256,8 +256,15 @@ def build(
         )
 
 
+def submitted_to_cluster() -> bool:
+    """True under `flink run` (and the Kubernetes operator): the Flink CLI started the JVM
+    and tells PyFlink its gateway port. Then the cluster's own configuration decides where
+    checkpoints go; the job must not point them at a local folder."""
+    return "PYFLINK_GATEWAY_PORT" in os.environ
+
+
 def flink_configuration(config: JobConfig) -> Configuration:
-    """Runtime settings for the embedded mini-cluster (a cluster adds its own conf/)."""
+    """Runtime settings of the job; on the embedded mini-cluster also its checkpoint folder."""
     missing = [str(j) for j in config.jars if not j.exists()]
     if missing:
         raise ConfigError(f"jars missing: {', '.join(missing)}; run 'make setup'")
@@ -269,7 +276,8 @@ def flink_configuration(config: JobConfig) -> Configuration:
     conf.set_string("python.execution-mode", config.python_execution_mode)
     conf.set_string("pipeline.jars", ";".join(j.resolve().as_uri() for j in config.jars))
     conf.set_string("pipeline.name", config.name)
-    conf.set_string("execution.checkpointing.dir", config.checkpoint_dir.resolve().as_uri())
+    if not submitted_to_cluster():
+        conf.set_string("execution.checkpointing.dir", config.checkpoint_dir.resolve().as_uri())
     for key, value in config.flink_conf.items():
         conf.set_string(key, value)
     return conf
