@@ -12,8 +12,8 @@ MVN     := mvn -q -B -f java/pom.xml -Dflink.version=$(FLINK_VERSION) \
            -Dkafka.version=$(KAFKA_VERSION) -Dscala.binary.version=$(SCALA_BINARY_VERSION)
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit lint format kafka-up kafka-down topics savepoint cancel \
-        cluster-up cluster-down submit bench clean
+.PHONY: help setup run test test-unit lint format kafka-up kafka-down topics savepoint cancel bench \
+        cluster-up cluster-down submit clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -81,3 +81,8 @@ savepoint: ## Stop the submitted job with a savepoint (prints its path)
 
 cancel: ## Cancel the submitted job
 	@scripts/flink-cluster.sh cancel
+
+BENCH_RECORDS ?= 1000000
+BENCH_BAD_SHARE ?= 0.05
+bench: kafka-up ## The benchmark (not part of make test): job vs plain loop, udfs, Kafka I/O
+	BENCH_RECORDS=$(BENCH_RECORDS) BENCH_BAD_SHARE=$(BENCH_BAD_SHARE) $(PY) -m bench.run

@@ -1,0 +1,265 @@
+"""`make bench`: the DLQ job side by side with what a user would pick instead.
+
+    python -m bench.run [--records N] [--bad-share X] [--runs K] [--smoke]
+
+Environment overrides: BENCH_RECORDS, BENCH_BAD_SHARE. Produces a deterministic data set once
+(per size and bad share), then measures in one run on one broker, so the machine's noise hits
+every system alike:
+
+- flink_job: the job, --bounded, over the data set; start-up (a bounded run over empty
+  topics) is measured separately and subtracted;
+- plain_loop, kafka_io, udfs_only: see bench/systems.py;
+
+each K times (median, min, max of records/s) with the peak resident memory of all its
+processes (JVMs and Python workers included); then the job's throughput at 0%, 5% and 50%
+bad records and at a tenth of the size. Writes bench/results/latest.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from dlq.admin import ensure_project_topics
+from dlq.sample import generate
+from dlq.scan import consumer as scan_consumer
+from tests.kafka_helpers import make_job_config
+from udfs.config import FEEDS, ROOT, load_config
+
+BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+RESULTS = ROOT / "bench" / "results"
+
+
+class PeakRss(threading.Thread):
+    """Samples the summed RSS of a process and all its descendants."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                total = 0
+                for p in procs:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        total += p.memory_info().rss
+                self.peak = max(self.peak, total)
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.2)
+
+
+def measured(cmd: list[str]) -> tuple[str, float, float]:
+    """Runs cmd; returns (stdout, wall seconds, peak RSS in MB of its process tree)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    rss = PeakRss(proc.pid)
+    rss.start()
+    out, err = proc.communicate(timeout=3600)
+    rss.stop.set()
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:4]} exited {proc.returncode}: {err[-3000:]}")
+    return out, wall, rss.peak / 2**20
+
+
+def dataset(records: int, bad_share: float, tmp: Path) -> Path:
+    """A config whose input topics hold the data set; produced once, reused after."""
+    ident = f"bench-{records}-{int(bad_share * 1000)}"
+    _, tree = make_job_config(tmp, BOOTSTRAP, **{"job.group_id": ident})
+    for feed in FEEDS:
+        tree["topics"][feed]["input"] = f"{ident}.{feed}"
+    path = tmp / f"{ident}.json"
+    path.write_text(json.dumps(tree))
+    config = load_config(path)
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    ensure_project_topics(config, admin)
+    probe = scan_consumer({"bootstrap.servers": BOOTSTRAP})
+    from confluent_kafka import TopicPartition
+
+    for i, feed in enumerate(FEEDS):
+        topic = config.feeds[feed].input
+        md = probe.list_topics(topic, timeout=10)
+        have = sum(
+            probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in md.topics[topic].partitions
+        )
+        want = records // 2 + (records % 2 if i == 0 else 0)
+        if have == want:
+            continue
+        if have:
+            raise RuntimeError(f"{topic} holds {have} records, expected {want}: delete it")
+        producer = Producer(
+            {"bootstrap.servers": BOOTSTRAP, "linger.ms": 50, "enable.idempotence": True}
+        )
+        for key, value, headers in generate(feed, want, bad_share, seed=2026):
+            while True:
+                try:
+                    producer.produce(topic, key=key, value=value, headers=headers)
+                    break
+                except BufferError:
+                    producer.poll(0.5)
+            producer.poll(0)
+        producer.flush(120)
+    probe.close()
+    return path
+
+
+def fresh_outputs(base: Path, tmp: Path, tag: str) -> Path:
+    """A copy of the data set's config with new output topics and transactional ids."""
+    tree = json.loads(base.read_text())
+    for feed in FEEDS:
+        for role in ("clean", "dlq"):
+            tree["topics"][feed][role] = f"{tag}.{role}.{feed}"
+    tree["kafka"]["transactional_id_prefix"] = tag
+    tree["job"]["group_id"] = tag
+    path = tmp / f"{tag}.json"
+    path.write_text(json.dumps(tree))
+    ensure_project_topics(load_config(path), AdminClient({"bootstrap.servers": BOOTSTRAP}))
+    return path
+
+
+def flink_run(base: Path, tmp: Path, tag: str) -> tuple[float, float]:
+    cfg = fresh_outputs(base, tmp, tag)
+    _, wall, rss = measured(
+        [
+            sys.executable,
+            str(ROOT / "jobs" / "dlq_job.py"),
+            "--config",
+            str(cfg),
+            "--bounded",
+            "--starting-offsets",
+            "earliest",
+        ]
+    )
+    return wall, rss
+
+
+def summary(rates: list[float], rss: list[float]) -> dict[str, Any]:
+    return {
+        "records_per_s": round(statistics.median(rates)),
+        "min": round(min(rates)),
+        "max": round(max(rates)),
+        "runs": [round(r) for r in rates],
+        "peak_rss_mb": round(max(rss)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--records", type=int, default=int(os.environ.get("BENCH_RECORDS", 1_000_000)))
+    ap.add_argument(
+        "--bad-share", type=float, default=float(os.environ.get("BENCH_BAD_SHARE", 0.05))
+    )
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="tiny and once: keeps the code honest")
+    ap.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    args = ap.parse_args()
+    if args.smoke:
+        args.records, args.runs = 2_000, 1
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    n = args.records
+    print(f"data set: {n:,} records, {args.bad_share:.0%} bad", flush=True)
+    base = dataset(n, args.bad_share, tmp)
+    empty = dataset(0, args.bad_share, tmp)
+
+    startup = [flink_run(empty, tmp, f"b{os.getpid()}-empty{i}")[0] for i in range(args.runs)]
+    systems: dict[str, Any] = {}
+    walls: dict[str, list[tuple[float, float]]] = {
+        k: [] for k in ("flink_job", "plain_loop", "kafka_io", "udfs_only")
+    }
+    processed: dict[str, int] = {}
+    for r in range(args.runs):  # interleaved, so drift hits every system alike
+        wall, rss = flink_run(base, tmp, f"b{os.getpid()}-flink{r}")
+        walls["flink_job"].append((n / max(wall - statistics.median(startup), 1e-3), rss))
+        for name in ("plain_loop", "kafka_io", "udfs_only"):
+            cfg = fresh_outputs(base, tmp, f"b{os.getpid()}-{name}{r}")
+            out, _, rss = measured([sys.executable, "-m", "bench.systems", name, str(cfg)])
+            res = json.loads(out.strip().splitlines()[-1])
+            walls[name].append((res["records"] / max(res["seconds"], 1e-3), rss))
+            processed[name] = res["records"]
+        print(
+            f"round {r + 1}/{args.runs}: "
+            + ", ".join(f"{k} {v[-1][0]:,.0f}/s" for k, v in walls.items()),
+            flush=True,
+        )
+    for name, values in walls.items():
+        systems[name] = summary([v[0] for v in values], [v[1] for v in values])
+    systems["flink_job"]["startup_s"] = round(statistics.median(startup), 1)
+    for name, count in processed.items():
+        systems[name]["records"] = count
+
+    overhead = {}
+    small = max(n // 10, 1000)
+    for share in (0.0, 0.05, 0.5):
+        cfg = dataset(small, share, tmp)
+        wall, _ = flink_run(cfg, tmp, f"b{os.getpid()}-share{int(share * 100)}")
+        overhead[f"{share:.2f}"] = round(small / max(wall - statistics.median(startup), 1e-3))
+    scale = {str(small): overhead["0.05"], str(n): systems["flink_job"]["records_per_s"]}
+
+    f = systems["flink_job"]["records_per_s"]
+    result = {
+        "records": n,
+        "bad_share": args.bad_share,
+        "runs": args.runs,
+        "smoke": args.smoke,
+        "systems": systems,
+        "ratios": {
+            f"flink_vs_{k}": round(f / systems[k]["records_per_s"], 3)
+            for k in ("plain_loop", "udfs_only", "kafka_io")
+        },
+        "dlq_overhead": overhead,
+        "dlq_overhead_at_5pct": round(1 - overhead["0.05"] / overhead["0.00"], 3),
+        "scale": scale,
+        "machine": {
+            "cores": os.cpu_count(),
+            "cpu": _cpu_model(),
+            "python": platform.python_version(),
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{'system':<12}{'records/s':>12}{'min':>10}{'max':>10}{'peak RSS MB':>14}")
+    for name, s in systems.items():
+        print(
+            f"{name:<12}{s['records_per_s']:>12,}{s['min']:>10,}{s['max']:>10,}"
+            f"{s['peak_rss_mb']:>14,}"
+        )
+    print(f"flink_job start-up: {systems['flink_job']['startup_s']} s; ratios {result['ratios']}")
+    print(f"flink_job records/s by bad share ({small:,} records): {overhead}")
+    print(f"written to {args.out}")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    main()
