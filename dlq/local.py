@@ -110,11 +110,13 @@ def status_table(rows: list[tuple[str, int, int, int, float]]) -> Table:
     return table
 
 
-def stop_job(proc: subprocess.Popen[bytes], console: Console) -> None:
-    """Stops the job's whole process group (Python client and its JVM), by pid."""
+def stop_process_group(proc: subprocess.Popen[bytes], console: Console | None = None) -> None:
+    """Stops a process started with ``start_new_session=True`` and everything it started
+    (the job's Python client and its JVM): SIGTERM, then SIGKILL after 30 s."""
     if proc.poll() is not None:
         return
-    console.print(f"stopping the job (process group {proc.pid}) ...")
+    if console is not None:
+        console.print(f"stopping the job (process group {proc.pid}) ...")
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(30)
@@ -176,7 +178,7 @@ def run(
     finally:
         counter.stopped.set()
         probe.close()
-        stop_job(proc, console)
+        stop_process_group(proc, console)
 
 
 @click.command()

@@ -25,25 +25,9 @@ CREATE TABLE rss_events (
   'value.fields-include' = 'EXCEPT_KEY'
 );
 
-CREATE TABLE polymarket_price_hourly (
-  `key` BYTES,
-  `value` BYTES,
-  `topic` STRING METADATA VIRTUAL,
-  `partition` INT METADATA VIRTUAL,
-  `offset` BIGINT METADATA VIRTUAL,
-  `ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
-  `headers` MAP<STRING, BYTES> METADATA
-) WITH (
-  'connector' = 'kafka',
-  'topic' = '${topics.polymarket.input}',
-  'properties.bootstrap.servers' = '${bootstrap_servers}',
-  'properties.isolation.level' = 'read_committed',
-  'scan.startup.mode' = 'earliest-offset',
-  'key.format' = 'raw',
-  'key.fields' = 'key',
-  'value.format' = 'raw',
-  'value.fields-include' = 'EXCEPT_KEY'
-);
+CREATE TABLE polymarket_price_hourly WITH (
+  'topic' = '${topics.polymarket.input}'
+) LIKE rss_events;
 
 -- Clean records (SPEC section 4).
 CREATE TABLE clean_rss_events (

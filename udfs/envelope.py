@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import base64
 import traceback
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from udfs.errors import Category
-from udfs.frames import Headers, SourceRecord
+from udfs.frames import SourceRecord
 
 SCHEMA = "marketlag.dlq/v1"
 REPLAY_COUNT_HEADER = "dlq.replay.count"
@@ -116,19 +115,6 @@ def encode(envelope: dict[str, Any]) -> bytes:
     return orjson.dumps(envelope)
 
 
-@dataclass(frozen=True)
-class Original:
-    """The original record an envelope describes, as it was in Kafka."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int | None
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-
-
 class EnvelopeError(ValueError):
     """Bytes that are not a v1 DLQ envelope."""
 
@@ -144,10 +130,10 @@ def decode(data: bytes) -> dict[str, Any]:
     return env
 
 
-def original(envelope: dict[str, Any]) -> Original:
+def original(envelope: dict[str, Any]) -> SourceRecord:
     """The exact original record of an envelope."""
     src = envelope["source"]
-    return Original(
+    return SourceRecord(
         topic=src["topic"],
         partition=src["partition"],
         offset=src["offset"],

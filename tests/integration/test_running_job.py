@@ -4,8 +4,6 @@ completes, and the job's DLQ counters can be read back from Flink's REST API."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +17,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from dlq.admin import ensure_project_topics
+from dlq.local import stop_process_group
 from tests.corpus import build_corpus
 from tests.kafka_helpers import ROOT, make_job_config, produce, read_all
 from udfs.config import load_config
@@ -166,10 +165,4 @@ def test_running_job_commits_on_checkpoints_and_counts(bootstrap: str, tmp_path:
         for key, value in want.items():
             assert got[key] == value, key
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_process_group(proc)
