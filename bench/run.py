@@ -43,6 +43,8 @@ from udfs.config import FEEDS, ROOT, load_config
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 RESULTS = ROOT / "bench" / "results"
+# Measure the job as shipped: conf/job.yaml's checkpoint interval, not the tests' 1 s.
+PRODUCT_CHECKPOINT_MS = load_config(None, {}).checkpoint_interval_ms
 
 
 class PeakRss(threading.Thread):
@@ -87,7 +89,9 @@ def measured(cmd: list[str]) -> tuple[str, float, float]:
 def dataset(records: int, bad_share: float, tmp: Path) -> Path:
     """A config whose input topics hold the data set; produced once, reused after."""
     ident = f"bench-{records}-{int(bad_share * 1000)}"
-    _, tree = make_job_config(tmp, BOOTSTRAP, **{"job.group_id": ident})
+    _, tree = make_job_config(
+        tmp, BOOTSTRAP, **{"job.group_id": ident, "checkpoint.interval_ms": PRODUCT_CHECKPOINT_MS}
+    )
     for feed in FEEDS:
         tree["topics"][feed]["input"] = f"{ident}.{feed}"
     path = tmp / f"{ident}.json"
@@ -156,6 +160,103 @@ def flink_run(base: Path, tmp: Path, tag: str) -> tuple[float, float]:
     return wall, rss
 
 
+def latency(tmp: Path, rate: float, seconds: float = 30.0) -> dict[str, Any]:
+    """Produce-to-visibility latency under read_committed, the job running unbounded.
+
+    Clean records keep their input's timestamp (the producer's CreateTime), so latency is the
+    time a read_committed consumer receives a record minus that timestamp. A warm-up record
+    must come through before the measured phase starts (job start-up is not latency).
+    """
+    from confluent_kafka import Consumer
+
+    tag = f"b{os.getpid()}-latency"
+    _, tree = make_job_config(
+        tmp, BOOTSTRAP, **{"job.group_id": tag, "checkpoint.interval_ms": PRODUCT_CHECKPOINT_MS}
+    )
+    for feed in FEEDS:
+        tree["topics"][feed]["input"] = f"{tag}.in.{feed}"
+    base = tmp / f"{tag}-base.json"
+    base.write_text(json.dumps(tree))
+    cfg = fresh_outputs(base, tmp, tag)
+    config = load_config(cfg)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": tag,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([config.feeds[f].clean for f in FEEDS])
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "jobs" / "dlq_job.py"),
+            "--config",
+            str(cfg),
+            "--starting-offsets",
+            "earliest",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 5})
+    good = {f: [(k, v, h) for k, v, h in generate(f, 2000, 0.0, seed=9)] for f in FEEDS}
+    samples: list[float] = []
+    try:
+        producer.produce(config.feeds["rss"].input, key=b"warm-up", value=good["rss"][0][1])
+        producer.flush(10)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not consumer.consume(100, 1.0):
+            pass
+        start, n = time.monotonic(), 0
+        while time.monotonic() - start < seconds:
+            feed = FEEDS[n % 2]
+            key, value, headers = good[feed][(n // 2) % 2000]
+            producer.produce(
+                config.feeds[feed].input,
+                key=key,
+                value=value,
+                headers=[*headers, ("bench", b"measure")],
+            )
+            producer.poll(0)
+            n += 1
+            ahead = n / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+            for msg in consumer.consume(500, 0):
+                if msg.error() is None and ("bench", b"measure") in (msg.headers() or []):
+                    samples.append(time.time() * 1000 - msg.timestamp()[1])
+        producer.flush(30)
+        tail_end = time.monotonic() + 30
+        while len(samples) < n and time.monotonic() < tail_end:
+            for msg in consumer.consume(500, 1.0):
+                if msg.error() is None and ("bench", b"measure") in (msg.headers() or []):
+                    samples.append(time.time() * 1000 - msg.timestamp()[1])
+    finally:
+        from dlq.local import stop_process_group
+
+        stop_process_group(job)  # type: ignore[arg-type]
+        consumer.close()
+    samples.sort()
+
+    def pct(p: float) -> float:
+        return round(samples[min(len(samples) - 1, int(p * len(samples)))], 1) if samples else -1
+
+    return {
+        "rate_per_s": round(rate),
+        "produced": n,
+        "received": len(samples),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": round(samples[-1], 1) if samples else -1,
+        "checkpoint_interval_ms": config.checkpoint_interval_ms,
+    }
+
+
 def summary(rates: list[float], rss: list[float]) -> dict[str, Any]:
     return {
         "records_per_s": round(statistics.median(rates)),
@@ -175,7 +276,18 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--smoke", action="store_true", help="tiny and once: keeps the code honest")
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    ap.add_argument(
+        "--latency-only",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="only the latency measurement, at RATE records/s",
+    )
     args = ap.parse_args()
+    if args.latency_only:
+        result = latency(Path(tempfile.mkdtemp(prefix="bench-")), args.latency_only)
+        print(json.dumps(result, indent=2))
+        return
     if args.smoke:
         args.records, args.runs = 2_000, 1
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -217,6 +329,7 @@ def main() -> None:
         wall, _ = flink_run(cfg, tmp, f"b{os.getpid()}-share{int(share * 100)}")
         overhead[f"{share:.2f}"] = round(small / max(wall - statistics.median(startup), 1e-3))
     scale = {str(small): overhead["0.05"], str(n): systems["flink_job"]["records_per_s"]}
+    lat = None if args.smoke else latency(tmp, systems["flink_job"]["records_per_s"] / 2)
 
     f = systems["flink_job"]["records_per_s"]
     result = {
@@ -232,6 +345,7 @@ def main() -> None:
         "dlq_overhead": overhead,
         "dlq_overhead_at_5pct": round(1 - overhead["0.05"] / overhead["0.00"], 3),
         "scale": scale,
+        "latency": lat,
         "machine": {
             "cores": os.cpu_count(),
             "cpu": _cpu_model(),
@@ -248,6 +362,11 @@ def main() -> None:
         )
     print(f"flink_job start-up: {systems['flink_job']['startup_s']} s; ratios {result['ratios']}")
     print(f"flink_job records/s by bad share ({small:,} records): {overhead}")
+    if lat:
+        print(
+            f"latency at {lat['rate_per_s']}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms "
+            f"(checkpoint interval {lat['checkpoint_interval_ms']} ms)"
+        )
     print(f"written to {args.out}")
 
 
