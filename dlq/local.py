@@ -23,17 +23,8 @@ from rich.live import Live
 from rich.table import Table
 
 from dlq.sample import generate
+from dlq.scan import topic_size
 from udfs.config import FEEDS, ROOT, JobConfig
-
-
-def topic_size(consumer: Consumer, topic: str) -> int:
-    """Records between the low and high watermark of all partitions of ``topic``."""
-    md = consumer.list_topics(topic, timeout=10)
-    total = 0
-    for p in md.topics[topic].partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        total += high - low
-    return total
 
 
 def seed_once(config: JobConfig, count: int, bad_share: float) -> dict[str, int]:

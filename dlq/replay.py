@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from dlq.scan import DlqRecord, read_dlq, read_to_end
+from dlq.scan import DlqRecord, consumer, read_dlq, read_to_end, topic_size
 from dlq.stats import fingerprint, parse_time
 from udfs.envelope import REPLAY_COUNT_HEADER, original
 
@@ -143,18 +143,9 @@ class Replayer:
 
     def total(self) -> int:
         """Upper bound of the records to scan (for a progress bar)."""
-        from confluent_kafka import TopicPartition
-
-        from dlq.scan import consumer
-
         c = consumer(self.conf)
         try:
-            md = c.list_topics(self.dlq_topic, timeout=15)
-            total = 0
-            for p in md.topics[self.dlq_topic].partitions:
-                low, high = c.get_watermark_offsets(TopicPartition(self.dlq_topic, p), timeout=15)
-                total += high - low
-            return total
+            return topic_size(c, self.dlq_topic)
         finally:
             c.close()
 

@@ -61,6 +61,16 @@ def consumer(conf: Mapping[str, str], isolation: str = "read_committed") -> Cons
     )
 
 
+def topic_size(c: Consumer, topic: str) -> int:
+    """Records between the low and high watermark of all partitions of ``topic``."""
+    md = c.list_topics(topic, timeout=10)
+    total = 0
+    for p in md.topics[topic].partitions:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        total += high - low
+    return total
+
+
 def read_to_end(
     conf: Mapping[str, str],
     topics: Sequence[str],
