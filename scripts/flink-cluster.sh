@@ -104,14 +104,19 @@ submit() {
 job_id() { [[ -f $VAR/job.id ]] && cat "$VAR/job.id" || { echo "flink: no submitted job (var/flink/job.id)" >&2; exit 2; }; }
 
 # Fault injection (tests/e2e): kill every TaskManager with SIGKILL; start a new one.
+# Fails when there was no TaskManager to kill, so a fault test cannot pass without its fault.
 kill_tm() {
-  local f
+  local f killed=0
   f=$(pid_file taskexecutor)
-  [[ -f $f ]] || return 0
+  [[ -f $f ]] || { echo "flink: no TaskManager pid file ($f)" >&2; exit 1; }
   while read -r pid; do
-    [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null && echo "flink: TaskManager pid $pid killed (SIGKILL)"
+    if [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null; then
+      echo "flink: TaskManager pid $pid killed (SIGKILL)"
+      killed=1
+    fi
   done < "$f"
   rm -f "$f"
+  ((killed)) || { echo "flink: no running TaskManager to kill" >&2; exit 1; }
 }
 
 case ${1:-} in

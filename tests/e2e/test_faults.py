@@ -23,11 +23,12 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from dlq.admin import ensure_project_topics
 from dlq.sample import generate
+from dlq.scan import consumer
 from tests.e2e.conftest import CLUSTER
 from tests.kafka_helpers import ROOT, make_job_config, read_all
 from udfs.config import load_config
@@ -139,6 +140,41 @@ def wait_running(
     raise AssertionError(f"job {job} not running (with a new checkpoint) in {timeout_s} s")
 
 
+def open_transaction_records(bootstrap: str, topics: list[str]) -> int:
+    """Records written to ``topics`` in transactions not yet committed or aborted.
+
+    Per partition, the high watermark minus the last stable offset (what a read_committed
+    consumer is told the end is): both are equal when no transaction with data is open.
+    """
+    conf = {"bootstrap.servers": bootstrap}
+    committed, uncommitted = consumer(conf), consumer(conf, "read_uncommitted")
+    try:
+        total = 0
+        for topic in topics:
+            for p in committed.list_topics(topic, timeout=15).topics[topic].partitions:
+                tp = TopicPartition(topic, p)
+                _, stable = committed.get_watermark_offsets(tp, timeout=15, cached=False)
+                _, high = uncommitted.get_watermark_offsets(tp, timeout=15, cached=False)
+                total += high - stable
+        return total
+    finally:
+        committed.close()
+        uncommitted.close()
+
+
+def wait_open_transaction(bootstrap: str, topics: list[str], timeout_s: float = 60) -> int:
+    """Waits until the sinks have records in an open transaction, so a kill hits them."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if (n := open_transaction_records(bootstrap, topics)) > 0:
+                return n
+        except Exception:  # the broker may still be electing leaders
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"no open transaction with records in {topics} within {timeout_s} s")
+
+
 def test_exactly_once_under_kills_broker_restart_and_savepoint(
     bootstrap: str, cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -167,6 +203,7 @@ def test_exactly_once_under_kills_broker_restart_and_savepoint(
     report(f"job {job} submitted")
     wait_running(cluster, job)
 
+    outputs = [t for f in config.feeds.values() for t in (f.clean, f.dlq)]
     records = corpus()
     producer = SteadyProducer(bootstrap, {f: config.feeds[f].input for f in config.feeds}, records)
     producer.start()
@@ -177,7 +214,13 @@ def test_exactly_once_under_kills_broker_restart_and_savepoint(
             done = wait_running(cluster, job)
             time.sleep(rng.uniform(2.0, 6.0))  # somewhere inside a checkpoint interval
             if step == "kill":
-                report(sh(CLUSTER, "taskmanager-kill").strip())
+                # Only a kill with records in an open transaction tests exactly once: they
+                # are aborted and written again after recovery.
+                pending = wait_open_transaction(bootstrap, outputs)
+                report(
+                    f"{pending} records in open transactions; "
+                    + sh(CLUSTER, "taskmanager-kill").strip()
+                )
                 time.sleep(rng.uniform(1.0, 4.0))
                 report(sh(CLUSTER, "taskmanager-start").strip())
             elif step == "broker":
@@ -198,7 +241,6 @@ def test_exactly_once_under_kills_broker_restart_and_savepoint(
         assert len(producer.sent) == RECORDS
         report(f"producer done: {len(producer.sent):,} records; waiting for the job")
 
-        outputs = [t for f in config.feeds.values() for t in (f.clean, f.dlq)]
         deadline = time.monotonic() + 600
         while True:
             committed = read_all(bootstrap, outputs, timeout_s=120)
