@@ -101,16 +101,38 @@ submit() {
   echo "$id"
 }
 
-job_id() { [[ -f $VAR/job.id ]] && cat "$VAR/job.id" || { echo "flink: no submitted job (var/flink/job.id)" >&2; exit 2; }; }
+job_id() {
+  if [[ -f $VAR/job.id ]]; then
+    cat "$VAR/job.id"
+  else
+    echo "flink: no submitted job (var/flink/job.id)" >&2
+    exit 2
+  fi
+}
 
 # Fault injection (tests/e2e): kill every TaskManager with SIGKILL; start a new one.
+descendants() {  # every process below pid $1
+  local child
+  for child in $(ps -o pid= --ppid "$1"); do
+    echo "$child"
+    descendants "$child"
+  done
+}
+
 # Fails when there was no TaskManager to kill, so a fault test cannot pass without its fault.
 kill_tm() {
   local f killed=0
   f=$(pid_file taskexecutor)
   [[ -f $f ]] || { echo "flink: no TaskManager pid file ($f)" >&2; exit 1; }
   while read -r pid; do
-    if [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null; then
+    [[ -n $pid ]] || continue
+    # The whole TaskManager dies, as in a machine loss: its Python workers too (they would
+    # linger as orphans otherwise).
+    local family
+    family=$(descendants "$pid")
+    if kill -KILL "$pid" 2>/dev/null; then
+      # shellcheck disable=SC2086
+      [[ -n $family ]] && kill -KILL $family 2>/dev/null
       echo "flink: TaskManager pid $pid killed (SIGKILL)"
       killed=1
     fi
@@ -122,7 +144,8 @@ kill_tm() {
 case ${1:-} in
   up) up ;;
   down) down ;;
-  status) rest_up && curl -fsS "$REST/overview" && echo || { echo "flink: not running"; exit 1; } ;;
+  status)
+    if rest_up; then curl -fsS "$REST/overview"; echo; else echo "flink: not running"; exit 1; fi ;;
   submit) submit "${2:-}" ;;
   savepoint) flink stop --savepointPath "$VAR/savepoints" "$(job_id)" ;;
   cancel) flink cancel "$(job_id)" ;;
