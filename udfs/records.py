@@ -32,6 +32,7 @@ MAX_TITLE = 1000
 _SHOWN = 60  # characters of an offending value quoted in an error message
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")
+_MAX_INT_DIGITS = 4000  # below sys.get_int_max_str_digits() (4300), which int() enforces
 
 Record = dict[str, Any]
 Lineage = dict[str, Any]
@@ -74,9 +75,14 @@ def _reject_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
 
 
+def _big_int(digits: str) -> int | float:
+    """An integer literal; beyond Python's int conversion limit, a float (inf for the huge)."""
+    return int(digits) if len(digits) <= _MAX_INT_DIGITS else float(digits)
+
+
 def _parse_overflowing_numbers(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_int=_big_int)
     except RecursionError:
         raise json.JSONDecodeError("JSON nested too deeply", text[:100], 0) from None
 

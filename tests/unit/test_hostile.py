@@ -1,0 +1,40 @@
+"""Every hostile kind through the pure processing code: one outcome on the right side, the
+exact original bytes in the envelope, an envelope that fits its DLQ topic."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from dlq.admin import clean_bound, envelope_bound
+from tests.hostile import BROKER_LIMIT, Hostile, hostile_corpus
+from udfs.envelope import MAX_STACKTRACE_BYTES, original
+from udfs.frames import SourceRecord
+from udfs.pipeline import Clean, FeedProcessor
+
+CASES = hostile_corpus()
+
+
+def test_the_corpus_has_at_least_40_kinds_across_both_feeds() -> None:
+    assert len(CASES) >= 40
+    assert {c.feed for c in CASES} == {"rss", "polymarket"}
+    assert {c.expect for c in CASES} >= {"clean", "deserialization", "validation"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_hostile_record_lands_on_its_side(case: Hostile) -> None:
+    record = SourceRecord("in", 1, 7, 1_000, case.key, case.value, tuple(case.headers))
+    out = FeedProcessor(case.feed, job_name="j", operator="o").process(record)
+    if case.expect == "clean":
+        assert isinstance(out, Clean), getattr(out, "envelope", b"")[:300]
+        assert len(out.value) <= clean_bound(BROKER_LIMIT)
+        return
+    assert not isinstance(out, Clean)
+    envelope = orjson.loads(out.envelope)
+    assert (envelope["error"]["category"], envelope["error"]["field"]) == (
+        case.expect,
+        case.field,
+    ), envelope["error"]["message"]
+    assert original(envelope) == record  # key, value, headers: the exact bytes
+    assert len(envelope["error"]["stacktrace"].encode()) <= MAX_STACKTRACE_BYTES
+    assert len(out.envelope) <= envelope_bound(BROKER_LIMIT)
