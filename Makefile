@@ -12,7 +12,8 @@ MVN     := mvn -q -B -f java/pom.xml -Dflink.version=$(FLINK_VERSION) \
            -Dkafka.version=$(KAFKA_VERSION) -Dscala.binary.version=$(SCALA_BINARY_VERSION)
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit lint format kafka-up kafka-down topics savepoint cancel bench \
+.PHONY: help setup run test test-unit lint format kafka-up kafka-down kafka-up-secure kafka-down-secure \
+        topics savepoint cancel bench \
         cluster-up cluster-down submit clean
 
 help: ## List the targets
@@ -37,6 +38,12 @@ kafka-up: setup ## Start the local single-node KRaft broker on 127.0.0.1:9092
 kafka-down: ## Stop the local broker (by its pid) and wait for it to exit
 	@scripts/kafka.sh down
 
+kafka-up-secure: setup ## Start the SASL_SSL broker with ACLs on 127.0.0.1:9094 (CA, users: var/kafka-secure)
+	@scripts/kafka.sh up-secure
+
+kafka-down-secure: ## Stop the SASL_SSL broker (by its pid)
+	@scripts/kafka.sh down-secure
+
 topics: setup ## Create the topics of SPEC section 2 (idempotent)
 	@.venv/bin/dlq topics
 
@@ -51,10 +58,11 @@ test: setup $(PROMTOOL) ## Everything CI runs: lint, unit, integration and e2e t
 test-unit: setup ## Only the unit tests (no processes)
 	$(PY) -m pytest -v tests/unit $(PYTEST_ARGS)
 
-lint: setup ## ruff (lint and format check) and mypy
+lint: setup ## ruff (lint and format check), mypy, shellcheck
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/shellcheck scripts/*.sh .ci/run
 
 format: setup ## Apply ruff's fixes and formatting
 	.venv/bin/ruff check --fix .

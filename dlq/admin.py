@@ -12,9 +12,11 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclOperation,
     AdminClient,
     ConfigResource,
     NewTopic,
@@ -47,16 +49,48 @@ class TopicSpec:
     config: Mapping[str, str]
 
 
-def admin_client(conf: Mapping[str, str]) -> AdminClient:
+def admin_client(conf: Mapping[str, Any]) -> AdminClient:
     return AdminClient(dict(conf))
 
 
+class BrokerRefused(ConnectionError):
+    """The broker answered but refused us: wrong credentials or a certificate not trusted.
+
+    Retrying cannot help, so callers stop at once and say why (the message is librdkafka's,
+    which names the mechanism or the certificate problem and never the password).
+    """
+
+
+# librdkafka reports these through the error callback while it keeps reconnecting; for a
+# command line tool each one is final.
+REFUSED = {
+    KafkaError._AUTHENTICATION: "authentication failed",
+    KafkaError._SSL: "TLS handshake failed",
+    KafkaError.SASL_AUTHENTICATION_FAILED: "authentication failed",
+}
+
+
 def wait_for_broker(conf: Mapping[str, str], timeout_s: float) -> None:
-    """Returns once the cluster answers a metadata request; raises TimeoutError otherwise."""
+    """Returns once the cluster answers a metadata request; raises TimeoutError otherwise,
+    and :class:`BrokerRefused` as soon as the broker rejects our credentials or we reject its
+    certificate."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
+    refused: list[str] = []
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() in REFUSED:
+            refused.append(f"{REFUSED[err.code()]}: {err.str()}")
+
     # Quiet: "connection refused" is the expected answer until the broker is up.
-    client = admin_client({**conf, "socket.connection.setup.timeout.ms": "2000", "log_level": "0"})
+    client = admin_client(
+        {
+            **conf,
+            "socket.connection.setup.timeout.ms": "2000",
+            "log_level": "0",
+            "error_cb": on_error,
+        }
+    )
     while time.monotonic() < deadline:
         try:
             md = client.list_topics(timeout=2)
@@ -64,11 +98,52 @@ def wait_for_broker(conf: Mapping[str, str], timeout_s: float) -> None:
                 return
         except KafkaException as e:
             last = e
+        client.poll(0)  # serves the error callback
+        if refused:
+            raise BrokerRefused(f"Kafka at {conf.get('bootstrap.servers')}: {refused[0]}")
         time.sleep(0.5)
     raise TimeoutError(
         f"no Kafka broker answered at {conf.get('bootstrap.servers')} "
         f"within {timeout_s:.0f} s ({last})"
     )
+
+
+class AccessDenied(PermissionError):
+    """The principal lacks an ACL it needs, or a topic it needs does not exist."""
+
+
+def check_topic_access(
+    conf: Mapping[str, Any], wanted: Mapping[str, Iterable[AclOperation]], timeout_s: float = 30
+) -> None:
+    """Raises :class:`AccessDenied` naming every topic and operation the principal lacks.
+
+    Asks the broker which operations this principal may perform on each topic (KIP-430), so
+    a job without WRITE on its DLQ stops before it reads a record, not at its first failure.
+    """
+    client = admin_client({**conf, "log_level": 3})
+    futures = client.describe_topics(
+        TopicCollection(list(wanted)), include_authorized_operations=True, request_timeout=timeout_s
+    )
+    problems = []
+    for topic, future in futures.items():
+        try:
+            allowed = set(future.result(timeout=timeout_s).authorized_operations or [])
+        except KafkaException as e:
+            err = e.args[0]
+            if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                problems.append(f"topic {topic!r} does not exist (make topics)")
+            elif err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                problems.append(f"not authorised to describe topic {topic!r}")
+            else:
+                raise
+            continue
+        if not allowed or AclOperation.ALL in allowed:
+            continue  # nothing reported (an old broker): the clients will find out
+        missing = [op.name for op in wanted[topic] if op not in allowed]
+        if missing:
+            problems.append(f"not authorised to {'/'.join(missing)} topic {topic!r}")
+    if problems:
+        raise AccessDenied("; ".join(problems))
 
 
 def topic_max_message_bytes(client: AdminClient, topic: str, timeout_s: float = 30) -> int:
@@ -137,30 +212,45 @@ def wait_for_topics(client: AdminClient, names: list[str], timeout_s: float = 30
         time.sleep(0.2)
 
 
+def clean_bound(max_record_bytes: int) -> int:
+    """Largest clean record made from an input record of at most ``max_record_bytes``.
+
+    A clean record is the validated object serialised again: JSON escapes collapse and never
+    grow, except lowercased keywords (a few characters grow by half, e.g. "İ" to "i̇"), plus
+    the lineage and normalised times, which are bounded. Without room for that, a valid
+    record near the input's limit would fail the clean sink (and stall the job).
+    """
+    return 2 * max_record_bytes + ENVELOPE_FIXED_OVERHEAD
+
+
 def ensure_project_topics(config: JobConfig, client: AdminClient) -> list[tuple[str, str, int]]:
     """Creates the seven topics of SPEC section 2 and the replay ledger (idempotent).
 
-    Inputs and clean topics get ``config.partitions``; each DLQ gets its input's partition
-    count and a max.message.bytes of :func:`envelope_bound` of the input's limit; the parking
-    lot takes the largest DLQ limit (it holds envelopes). Returns (topic, state, max bytes).
+    Inputs get ``config.partitions``; each clean topic and DLQ its input's partition count,
+    with a max.message.bytes of :func:`clean_bound` and :func:`envelope_bound` of the input's
+    limit; the parking lot takes the largest DLQ limit (it holds envelopes). Returns (topic,
+    state, max bytes).
     """
     inputs = [TopicSpec(t.input, config.partitions, {}) for t in config.feeds.values()]
-    inputs += [TopicSpec(t.clean, config.partitions, {}) for t in config.feeds.values()]
     states = create_topics(client, inputs)
     md = client.list_topics(timeout=30)
-    dlqs: list[TopicSpec] = []
+    outputs: list[TopicSpec] = []
     for topics in config.feeds.values():
         partitions = len(md.topics[topics.input].partitions)
-        limit = envelope_bound(topic_max_message_bytes(client, topics.input))
-        dlqs.append(TopicSpec(topics.dlq, partitions, {"max.message.bytes": str(limit)}))
+        input_limit = topic_max_message_bytes(client, topics.input)
+        clean = str(clean_bound(input_limit))
+        outputs.append(TopicSpec(topics.clean, partitions, {"max.message.bytes": clean}))
+        dlq = str(envelope_bound(input_limit))
+        outputs.append(TopicSpec(topics.dlq, partitions, {"max.message.bytes": dlq}))
+    dlqs = [s for s in outputs if s.name in config.dlq_topics]
     parking_limit = max(int(s.config["max.message.bytes"]) for s in dlqs)
-    dlqs.append(TopicSpec(config.parking_topic, 1, {"max.message.bytes": str(parking_limit)}))
+    outputs.append(TopicSpec(config.parking_topic, 1, {"max.message.bytes": str(parking_limit)}))
     # One small entry per replayed record; compaction keeps the latest per DLQ position.
-    dlqs.append(TopicSpec(config.ledger_topic, 1, {"cleanup.policy": "compact"}))
-    states.update(create_topics(client, dlqs))
+    outputs.append(TopicSpec(config.ledger_topic, 1, {"cleanup.policy": "compact"}))
+    states.update(create_topics(client, outputs))
     return [
         (name, states[name], topic_max_message_bytes(client, name))
-        for name in [s.name for s in inputs] + [s.name for s in dlqs]
+        for name in [s.name for s in inputs] + [s.name for s in outputs]
     ]
 
 

@@ -71,7 +71,7 @@ def wait(obj: Context, timeout: float) -> None:
 
     try:
         wait_for_broker(obj.config.kafka.librdkafka(), timeout)
-    except TimeoutError as e:
+    except (TimeoutError, ConnectionError) as e:
         fail(str(e))
 
 
@@ -87,7 +87,7 @@ def topics(obj: Context) -> None:
     try:
         wait_for_broker(conf, 30)
         rows = ensure_project_topics(obj.config, admin_client(conf))
-    except (TimeoutError, KafkaException) as e:
+    except (KafkaException, TimeoutError, ConnectionError) as e:
         fail(str(e))
     for name, state, max_bytes in rows:
         click.echo(f"{name:<32} {state:<8} max.message.bytes={max_bytes}")
@@ -116,13 +116,19 @@ def _conf(obj: Context) -> dict[str, str]:
     return obj.config.kafka.librdkafka()
 
 
-def _check_broker(obj: Context) -> None:
-    """Fails fast (exit 2) when no broker answers, instead of hanging in a scan."""
-    from dlq.admin import wait_for_broker
+def _check_broker(obj: Context, reads: list[str] | None = None) -> None:
+    """Fails fast (exit 2) when no broker answers, or refuses us, or this principal may not
+    read the topics in ``reads``: instead of hanging in a scan, or reporting nothing."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AclOperation  # type: ignore[attr-defined]
+
+    from dlq.admin import check_topic_access, wait_for_broker
 
     try:
         wait_for_broker(_conf(obj), 20)
-    except TimeoutError as e:
+        if reads:
+            check_topic_access(_conf(obj), {t: [AclOperation.READ] for t in reads})
+    except (KafkaException, TimeoutError, ConnectionError, PermissionError) as e:
         fail(str(e))
 
 
@@ -154,7 +160,7 @@ def stats(
     from dlq.scan import read_dlq
     from dlq.stats import TopicStats
 
-    _check_broker(obj)
+    _check_broker(obj, _dlq_topics(obj, topic))
     now_ms = int(time.time() * 1000)
     result: dict[str, dict[str, object]] = {}
     try:
@@ -165,7 +171,7 @@ def stats(
             row = figures.as_dict(now_ms)
             row["replayed"] = len(load_ledger(_conf(obj), obj.config.ledger_topic, name))
             result[name] = row
-    except (KafkaException, TimeoutError) as e:
+    except (KafkaException, TimeoutError, ConnectionError) as e:
         fail(str(e))
     if as_json:
         click.echo(orjson.dumps({"topics": result, "threshold": threshold}).decode())
@@ -235,10 +241,10 @@ def analyze(obj: Context, topic: str | None, as_json: bool, plot: Path | None, t
     from dlq.stats import analyze as group_failures
     from dlq.stats import iso
 
-    _check_broker(obj)
+    _check_broker(obj, _dlq_topics(obj, topic))
     try:
         records = list(read_dlq(_conf(obj), _dlq_topics(obj, topic)))
-    except (KafkaException, TimeoutError) as e:
+    except (KafkaException, TimeoutError, ConnectionError) as e:
         fail(str(e))
     groups = group_failures(records)
     total = sum(g.count for g in groups)
@@ -313,7 +319,7 @@ def monitor(obj: Context, port: int, address: str, window: float, refresh: float
     """Serve the DLQ figures and the job's input lag as Prometheus metrics."""
     from dlq.monitor import serve
 
-    _check_broker(obj)
+    _check_broker(obj, list(obj.config.dlq_topics))
     click.echo(
         f"serving Prometheus metrics on http://{address}:{port}/metrics (Ctrl-C stops)", err=True
     )
@@ -428,7 +434,7 @@ def replay(
         until=_parse_when(until),
         offsets=_parse_offsets(offsets),
     )
-    _check_broker(obj)
+    _check_broker(obj, [topic])
     replayer = Replayer(
         _conf(obj),
         dlq_topic=topic,
@@ -444,7 +450,7 @@ def replay(
     )
     try:
         summary = _run_with_progress(replayer, show=sys.stderr.isatty() and not as_json)
-    except (KafkaException, TimeoutError) as e:
+    except (KafkaException, TimeoutError, ConnectionError) as e:
         fail(f"replay stopped: {e}")
     doc = summary.as_dict(with_records=dry_run)
     if as_json:

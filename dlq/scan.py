@@ -85,7 +85,10 @@ def read_to_end(
         for topic in topics:
             if topic not in md.topics or md.topics[topic].error is not None:
                 raise KafkaException(
-                    KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} does not exist")
+                    KafkaError(
+                        KafkaError.UNKNOWN_TOPIC_OR_PART,
+                        f"topic {topic!r} does not exist or this principal may not describe it",
+                    )
                 )
             parts += [TopicPartition(topic, p) for p in md.topics[topic].partitions]
         ends = {}

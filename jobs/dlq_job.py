@@ -47,7 +47,15 @@ from pyflink.datastream.connectors.kafka import (
 )
 from pyflink.java_gateway import get_gateway
 
-from udfs.config import FEEDS, ROOT, ConfigError, JobConfig, RetryConfig, load_config
+from udfs.config import (
+    FEEDS,
+    ROOT,
+    ConfigError,
+    JobConfig,
+    RetryConfig,
+    load_config,
+    scrub_secret_environment,
+)
 from udfs.errors import Category
 from udfs.frames import decode_source, encode_sink
 from udfs.pipeline import Clean, FeedProcessor, load_callable
@@ -55,6 +63,7 @@ from udfs.pipeline import Clean, FeedProcessor, load_callable
 # Every stream in the graph carries byte frames (udfs/frames.py): one crossing per record.
 FRAME = Types.PRIMITIVE_ARRAY(Types.BYTE())
 JAVA_PACKAGE = "io.marketlag.dlq"
+BROKER_WAIT_S = 60
 
 
 class ValidateFunction(ProcessFunction):
@@ -256,6 +265,18 @@ def build(
         )
 
 
+def needed_access(config: JobConfig) -> dict[str, list[Any]]:
+    """What the job does to each topic: READ its inputs, WRITE its clean and DLQ topics."""
+    from confluent_kafka.admin import AclOperation  # type: ignore[attr-defined]
+
+    wanted: dict[str, list[Any]] = {}
+    for feed in config.feeds.values():
+        wanted[feed.input] = [AclOperation.READ]
+        wanted[feed.clean] = [AclOperation.WRITE]
+        wanted[feed.dlq] = [AclOperation.WRITE]
+    return wanted
+
+
 def submitted_to_cluster() -> bool:
     """True under `flink run` (and the Kubernetes operator): the Flink CLI started the JVM
     and tells PyFlink its gateway port. Then the cluster's own configuration decides where
@@ -345,6 +366,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # the client side only, not the Python workers
+    from dlq.admin import check_topic_access, wait_for_broker
+
     args = parse_args(argv)
     try:
         config = load_config(args.config).with_bootstrap_servers(args.bootstrap_servers)
@@ -352,8 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.parallelism < 1:
                 raise ConfigError("--parallelism must be at least 1")
             config = config.with_overrides(parallelism=args.parallelism)
+        scrub_secret_environment()  # the JVM and the Python workers must not inherit it
         env = create_env(config)
-    except ConfigError as e:
+        # Wrong credentials or an untrusted certificate end the job here, with the reason,
+        # instead of as restarts of a job whose every Kafka client is refused.
+        wait_for_broker(config.kafka.librdkafka(), BROKER_WAIT_S)
+        check_topic_access(config.kafka.librdkafka(), needed_access(config))
+    except (ConfigError, TimeoutError, ConnectionError, PermissionError) as e:
         print(f"dlq_job: error: {e}", file=sys.stderr)
         return 2
     stop_at = None

@@ -1,8 +1,9 @@
-"""Session fixtures: the project's own Kafka broker, started once for all tests that need it.
+"""Session fixtures: the project's own Kafka brokers, started once for all tests that need them.
 
 With KAFKA_BOOTSTRAP_SERVERS set, that cluster is used and nothing is started. Otherwise a
 broker already running from `make kafka-up` is reused (and left running); else this session
-starts one with scripts/kafka.sh and stops it, by its pid, at the end.
+starts one with scripts/kafka.sh and stops it, by its pid, at the end. The secure broker
+(SASL_SSL with ACLs, `make kafka-up-secure`) is started the same way, for the tests that ask.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +45,39 @@ def bootstrap() -> Iterator[str]:
     finally:
         if started:
             subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "down"], check=False)
+
+
+@dataclass(frozen=True)
+class SecureBroker:
+    """The SASL_SSL broker of `make kafka-up-secure` and the settings of its two users."""
+
+    app_env: dict[str, str]  # KAFKA_* of the application user "marketlag" (client.env)
+    admin_env: dict[str, str]  # KAFKA_* of the super user "admin"
+    var_dir: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return self.app_env["KAFKA_BOOTSTRAP_SERVERS"]
+
+    def env(self, **changes: str) -> dict[str, str]:
+        """This process's environment with the application user's KAFKA_* settings."""
+        return {**os.environ, **self.app_env, **changes}
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="session")
+def secure_broker() -> Iterator[SecureBroker]:
+    """A running SASL_SSL broker with ACLs; started (and stopped by pid) if not running."""
+    script = str(ROOT / "scripts" / "kafka.sh")
+    started = subprocess.run([script, "status-secure"], capture_output=True).returncode != 0
+    if started:
+        subprocess.run([script, "up-secure"], check=True)
+    var = ROOT / "var" / "kafka-secure"
+    try:
+        yield SecureBroker(_env_file(var / "client.env"), _env_file(var / "admin.env"), var)
+    finally:
+        if started:
+            subprocess.run([script, "down-secure"], check=False)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 Headers = list[tuple[str, bytes | None]]
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[Any, ...]]) -> list[Message]:
+def client_conf(bootstrap: str | Mapping[str, str]) -> dict[str, str]:
+    """librdkafka settings: bootstrap servers alone, or a full client configuration."""
+    return {"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else dict(bootstrap)
+
+
+def produce(
+    bootstrap: str | Mapping[str, str], topic: str, records: Iterable[tuple[Any, ...]]
+) -> list[Message]:
     """Produces (key, value, headers[, partition]) tuples; returns them with their offsets."""
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5}
-    )
+    producer = Producer({**client_conf(bootstrap), "enable.idempotence": True, "linger.ms": 5})
     delivered: list[Message] = []
 
     def on_delivery(err: KafkaError | None, msg: Any) -> None:
@@ -56,10 +64,13 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[Any, ...]]) -> l
 
 
 def read_all(
-    bootstrap: str, topics: Sequence[str], isolation: str = "read_committed", timeout_s: float = 60
+    bootstrap: str | Mapping[str, str],
+    topics: Sequence[str],
+    isolation: str = "read_committed",
+    timeout_s: float = 60,
 ) -> list[Message]:
     """Every message visible under ``isolation`` in ``topics``, read to the current end."""
-    return list(read_to_end({"bootstrap.servers": bootstrap}, topics, isolation, timeout_s))
+    return list(read_to_end(client_conf(bootstrap), topics, isolation, timeout_s))
 
 
 def make_job_config(
@@ -90,7 +101,12 @@ def make_job_config(
 
 
 def run_job(
-    config_path: Path, *extra: str, timeout_s: float = 600, offsets: str = "earliest"
+    config_path: Path,
+    *extra: str,
+    timeout_s: float = 600,
+    offsets: str = "earliest",
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Runs the real job entry point as a user would, bounded, and returns the finished process."""
     cmd = [
@@ -103,8 +119,8 @@ def run_job(
         offsets,
         *extra,
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
-    if proc.returncode != 0:
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=env)
+    if check and proc.returncode != 0:
         raise AssertionError(
             f"job exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
         )
@@ -112,14 +128,16 @@ def run_job(
 
 
 def dlq_cli(
-    config_path: Path, *args: str, timeout_s: float = 300
+    config_path: Path, *args: str, timeout_s: float = 300, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Runs the installed `dlq` command with this configuration, as an operator would."""
     cmd = [str(Path(sys.executable).parent / "dlq"), "--config", str(config_path), *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=env)
 
 
-def fill_dlq(bootstrap: str, config: Any, n: int, replay_count: int = 0) -> list[Any]:
+def fill_dlq(
+    bootstrap: str | Mapping[str, str], config: Any, n: int, replay_count: int = 0
+) -> list[Any]:
     """n distinct bad RSS records, dead-lettered by the real processing code."""
     proc = FeedProcessor("rss", job_name="j", operator="validate-rss")
     batch = []
@@ -136,3 +154,31 @@ def fill_dlq(bootstrap: str, config: Any, n: int, replay_count: int = 0) -> list
         assert isinstance(out, Failed)
         batch.append((out.key, out.envelope, headers, i % 3))
     return produce(bootstrap, config.feeds["rss"].dlq, batch)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a mini-cluster's REST API)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rest(port: int, path: str) -> Any:
+    """GET from the Flink REST API of a job running on this machine."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def wait_for(what: str, check: Any, timeout_s: float, proc: subprocess.Popen[bytes]) -> Any:
+    """Polls ``check`` until it returns something true; fails if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the job exited ({proc.returncode}) while waiting for {what}"
+        try:
+            result = check()
+            if result:
+                return result
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

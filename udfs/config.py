@@ -37,6 +37,10 @@ class Secret:
         return "***"
 
 
+# flink-sql-connector-kafka relocates org.apache.kafka under this package.
+SHADED_KAFKA = "org.apache.flink.kafka.shaded."
+
+
 @dataclass(frozen=True)
 class KafkaConfig:
     """How to reach the brokers; security settings from the environment only."""
@@ -73,7 +77,8 @@ class KafkaConfig:
         if self.sasl_mechanism:
             props["sasl.mechanism"] = self.sasl_mechanism
             if self.sasl_username is not None and self.sasl_password is not None:
-                module = (
+                # The connector jar relocates kafka-clients, login modules included.
+                module = SHADED_KAFKA + (
                     "org.apache.kafka.common.security.plain.PlainLoginModule"
                     if self.sasl_mechanism == "PLAIN"
                     else "org.apache.kafka.common.security.scram.ScramLoginModule"
@@ -163,6 +168,21 @@ def _int(tree: Mapping[str, Any], path: str, default: int, minimum: int = 0) -> 
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"setting '{path}' must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+# Environment variables that hold secrets (SPEC section 6).
+SECRET_ENV = ("KAFKA_SASL_PASSWORD",)
+
+
+def scrub_secret_environment() -> None:
+    """Removes the secrets from this process's environment once the config holds them.
+
+    Child processes inherit the environment, and some log it: Flink's Python runner (Beam)
+    logs the whole environment of its Python workers at INFO. The job reads the password
+    into its configuration and then drops it from the environment before the JVM starts.
+    """
+    for name in SECRET_ENV:
+        os.environ.pop(name, None)
 
 
 def load_config(

@@ -4,14 +4,11 @@ completes, and the job's DLQ counters can be read back from Flink's REST API."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -19,38 +16,13 @@ from confluent_kafka.admin import AdminClient
 from dlq.admin import ensure_project_topics
 from dlq.local import stop_process_group
 from tests.corpus import build_corpus
-from tests.kafka_helpers import ROOT, make_job_config, produce, read_all
+from tests.kafka_helpers import ROOT, free_port, make_job_config, produce, read_all, rest, wait_for
 from udfs.config import load_config
 
 pytestmark = pytest.mark.integration
 # No periodic checkpoint during the test: the one checkpoint is triggered through the REST API
 # once the "before" state has been looked at, so the check does not race the clock.
 CHECKPOINT_MS = 3_600_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rest(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-        return json.loads(r.read())
-
-
-def wait_for(what: str, check: Any, timeout_s: float, proc: subprocess.Popen[bytes]) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the job exited ({proc.returncode}) while waiting for {what}"
-        try:
-            result = check()
-            if result:
-                return result
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def job_metrics(port: int, job_id: str) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,11 @@ def test_password_comes_from_the_environment_and_is_never_printed() -> None:
     assert "s3cr" not in repr(config) and "s3cr" not in str(config)
     assert config.kafka.librdkafka()["sasl.password"] == 's3cr"et'
     jaas = config.kafka.java()["sasl.jaas.config"]
-    assert jaas.startswith("org.apache.kafka.common.security.scram.ScramLoginModule required")
+    module = jaas.split(" ", 1)[0]
+    assert module.endswith("org.apache.kafka.common.security.scram.ScramLoginModule")
+    # The login module must be the one inside the (relocating) connector jar the job runs.
+    with zipfile.ZipFile(ROOT / "build" / "lib" / "flink" / "flink-sql-connector-kafka.jar") as jar:
+        assert module.replace(".", "/") + ".class" in jar.namelist()
     assert 'password="s3cr\\"et"' in jaas
     assert config.kafka.java()["ssl.truststore.location"] == "/ca.pem"
 

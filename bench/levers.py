@@ -1,0 +1,119 @@
+"""Performance levers of the job, side by side in one run on the same data.
+
+    .venv/bin/python -m bench.levers [--records N] [--rounds R] [LEVER ...]
+
+Produces the benchmark data set once (5% bad), then runs the bounded job once per lever per
+round, the levers interleaved so that the machine's drift hits each alike, and reports
+records/s the way `make bench` does (records / (wall time - start-up of an empty run)).
+Results go to bench/results/levers.json. A lever is a set of changes to conf/job.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.run import RESULTS, _cpu_model, dataset, flink_run
+
+# name -> (what it changes, job.yaml changes; "flink.conf" entries merge into flink.conf)
+LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "shipped": ("conf/job.yaml as shipped", {}),
+    "parallelism_1": ("one subtask per operator", {"job.parallelism": 1}),
+    "thread_mode": ("Python inside the TaskManager JVM", {"job.python_execution_mode": "thread"}),
+    "object_reuse": ("pipeline.object-reuse", {"flink.conf": {"pipeline.object-reuse": "true"}}),
+    "bundle_10k_5s": (
+        "bigger Python bundles",
+        {
+            "flink.conf": {
+                "python.fn-execution.bundle.size": "10000",
+                "python.fn-execution.bundle.time": "5000",
+            }
+        },
+    ),
+    "bundle_100": (
+        "small Python bundles",
+        {"flink.conf": {"python.fn-execution.bundle.size": "100"}},
+    ),
+    "checkpoint_30s": ("checkpoint every 30 s", {"checkpoint.interval_ms": 30_000}),
+}
+
+
+def variant(base: Path, tmp: Path, name: str, changes: dict[str, Any]) -> Path:
+    """A copy of the data set's config with one lever's changes."""
+    tree = json.loads(base.read_text())
+    for key, value in changes.items():
+        if key == "flink.conf":
+            tree["flink"]["conf"].update(value)
+            continue
+        node = tree
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    path = tmp / f"lever-{name}.json"
+    path.write_text(json.dumps(tree))
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("levers", nargs="*", metavar="LEVER", help=f"of {', '.join(LEVERS)}")
+    args = ap.parse_args()
+    args.levers = args.levers or list(LEVERS)
+    if unknown := set(args.levers) - set(LEVERS):
+        ap.error(f"unknown levers: {', '.join(sorted(unknown))}")
+    tmp = Path(tempfile.mkdtemp(prefix="levers-"))
+    base = dataset(args.records, 0.05, tmp)
+    empty = dataset(0, 0.05, tmp)
+    startup: dict[str, list[float]] = {name: [] for name in args.levers}
+    rates: dict[str, list[float]] = {name: [] for name in args.levers}
+    rss: dict[str, list[float]] = {name: [] for name in args.levers}
+    for rnd in range(args.rounds):
+        for name in args.levers:
+            changes = LEVERS[name][1]
+            tag = f"l{os.getpid()}-{name.replace('_', '')}{rnd}"
+            start, _ = flink_run(variant(empty, tmp, name, changes), tmp, tag + "e")
+            wall, peak = flink_run(variant(base, tmp, name, changes), tmp, tag)
+            startup[name].append(start)
+            rates[name].append(args.records / max(wall - start, 1e-3))
+            rss[name].append(peak)
+            print(
+                f"round {rnd + 1}: {name:<15} {rates[name][-1]:>8,.0f} records/s "
+                f"(wall {wall:.1f} s, start-up {start:.1f} s, peak RSS {peak:,.0f} MB)",
+                flush=True,
+            )
+    result = {
+        "records": args.records,
+        "bad_share": 0.05,
+        "rounds": args.rounds,
+        "levers": {
+            name: {
+                "what": LEVERS[name][0],
+                "changes": LEVERS[name][1],
+                "records_per_s": round(statistics.median(rates[name])),
+                "runs": [round(r) for r in rates[name]],
+                "startup_s": round(statistics.median(startup[name]), 1),
+                "peak_rss_mb": round(max(rss[name])),
+            }
+            for name in args.levers
+        },
+        "machine": {"cores": os.cpu_count(), "cpu": _cpu_model()},
+    }
+    out = RESULTS / "levers.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{'lever':<16}{'records/s':>10}  runs")
+    for name, r in result["levers"].items():
+        print(f"{name:<16}{r['records_per_s']:>10,}  {r['runs']}")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

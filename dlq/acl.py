@@ -1,0 +1,112 @@
+"""Kafka ACLs for the job and the ``dlq`` tools, for brokers with an authorizer.
+
+What each part needs (grant these on a managed Kafka the same way):
+
+- the job: READ and DESCRIBE on the input topics; WRITE and DESCRIBE on the clean and DLQ
+  topics; READ on its consumer group (offsets committed on checkpoints); WRITE and DESCRIBE on
+  the transactional ids starting with ``kafka.transactional_id_prefix``; IDEMPOTENT_WRITE on
+  the cluster;
+- ``dlq stats`` / ``analyze`` / ``monitor``: READ and DESCRIBE on the DLQ topics;
+- ``dlq replay``: the same, plus WRITE on the replay targets, ``dlq.parking`` and the replay
+  ledger, READ on the ledger, and a transactional id of its own.
+
+``python -m dlq.acl grant-app PRINCIPAL`` (run by ``scripts/kafka.sh up-secure`` as the
+broker's admin) gives the local application user all of that on every topic, group and
+transactional id: a development broker, not a production policy.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+)
+
+from dlq.admin import admin_client
+from udfs.config import JobConfig, load_config
+
+Op = AclOperation
+
+
+def allow(
+    principal: str,
+    kind: ResourceType,
+    name: str,
+    operations: Iterable[AclOperation],
+    pattern: ResourcePatternType = ResourcePatternType.LITERAL,
+) -> list[AclBinding]:
+    return [
+        AclBinding(kind, name, pattern, principal, "*", op, AclPermissionType.ALLOW)
+        for op in operations
+    ]
+
+
+def job_acls(principal: str, config: JobConfig, *, dlq_write: bool = True) -> list[AclBinding]:
+    """The least the job needs; ``dlq_write=False`` leaves out writing the DLQ topics."""
+    out = allow(principal, ResourceType.BROKER, "kafka-cluster", [Op.IDEMPOTENT_WRITE])
+    out += allow(principal, ResourceType.GROUP, config.group_id, [Op.READ, Op.DESCRIBE])
+    out += allow(
+        principal,
+        ResourceType.TRANSACTIONAL_ID,
+        config.kafka.transactional_id_prefix,
+        [Op.WRITE, Op.DESCRIBE],
+        ResourcePatternType.PREFIXED,
+    )
+    for feed in config.feeds.values():
+        out += allow(principal, ResourceType.TOPIC, feed.input, [Op.READ, Op.DESCRIBE])
+        out += allow(principal, ResourceType.TOPIC, feed.clean, [Op.WRITE, Op.DESCRIBE])
+        out += allow(
+            principal,
+            ResourceType.TOPIC,
+            feed.dlq,
+            [Op.WRITE, Op.DESCRIBE] if dlq_write else [Op.DESCRIBE],
+        )
+    return out
+
+
+def dlq_write_acls(principal: str, config: JobConfig) -> list[AclBinding]:
+    """WRITE on the DLQ topics: what ``job_acls(dlq_write=False)`` leaves out."""
+    out: list[AclBinding] = []
+    for feed in config.feeds.values():
+        out += allow(principal, ResourceType.TOPIC, feed.dlq, [Op.WRITE])
+    return out
+
+
+def app_acls(principal: str) -> list[AclBinding]:
+    """Everything on every topic, group and transactional id (the local development user)."""
+    out = allow(
+        principal,
+        ResourceType.BROKER,
+        "kafka-cluster",
+        [Op.IDEMPOTENT_WRITE, Op.DESCRIBE, Op.CREATE, Op.DESCRIBE_CONFIGS],
+    )
+    for kind in (ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID):
+        out += allow(principal, kind, "*", [Op.ALL])
+    return out
+
+
+def create(config: JobConfig, bindings: list[AclBinding], timeout_s: float = 30) -> None:
+    """Creates ACLs as the configured (admin) user; raises KafkaException on refusal."""
+    client = admin_client(config.kafka.librdkafka())
+    for future in client.create_acls(bindings, request_timeout=timeout_s).values():
+        future.result(timeout=timeout_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "grant-app" or not args[1].startswith("User:"):
+        print("usage: python -m dlq.acl grant-app User:NAME", file=sys.stderr)
+        return 2
+    create(load_config(), app_acls(args[1]))
+    print(f"kafka: {args[1]} may use every topic, group and transactional id")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
