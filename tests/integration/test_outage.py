@@ -1,0 +1,103 @@
+"""The broker down for 60 s under a running job: the job recovers by itself (restarts from its
+checkpoint with the shipped restart strategy), and every input, produced before, during the
+wait and after the outage, is in clean ∪ DLQ exactly once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from dlq.admin import ensure_project_topics, wait_for_broker
+from dlq.local import stop_process_group
+from dlq.sample import generate
+from tests.kafka_helpers import ROOT, free_port, make_job_config, produce, read_all, rest, wait_for
+from udfs.config import load_config
+
+pytestmark = pytest.mark.integration
+KAFKA = str(ROOT / "scripts" / "kafka.sh")
+OUTAGE_S = 60
+
+
+def test_broker_down_for_a_minute_loses_and_duplicates_nothing(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    if bootstrap != "127.0.0.1:9092":
+        pytest.fail("this test stops and starts the local broker; run it on the project's own")
+    port = free_port()
+    # The shipped restart strategy, not a test's: the outage must fit what users run.
+    shipped = {
+        k: v for k, v in load_config(None, {}).flink_conf.items() if k.startswith("restart-")
+    }
+    path, _ = make_job_config(tmp_path, bootstrap, **{"flink.conf": {**shipped, "rest.port": port}})
+    config = load_config(path)
+    ensure_project_topics(config, AdminClient({"bootstrap.servers": bootstrap}))
+    sent: dict[tuple[str, int, int], bytes | None] = {}
+
+    def send(seed: int) -> None:
+        for feed in ("rss", "polymarket"):
+            records = generate(feed, 300, 0.1, seed=seed)
+            for m in produce(bootstrap, config.feeds[feed].input, records):
+                sent[(m.topic, m.partition, m.offset)] = m.value
+
+    send(1)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "jobs" / "dlq_job.py"),
+            "--config",
+            str(path),
+            "--starting-offsets",
+            "earliest",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    outputs = [t for f in config.feeds.values() for t in (f.clean, f.dlq)]
+    try:
+        job_id = wait_for(
+            "the job to run",
+            lambda: [j["jid"] for j in rest(port, "/jobs/overview")["jobs"]],
+            120,
+            proc,
+        )[0]
+        wait_for(
+            "the first records committed",
+            lambda: len(read_all(bootstrap, outputs, timeout_s=20)) >= len(sent),
+            120,
+            proc,
+        )
+        subprocess.run([KAFKA, "down"], check=True, capture_output=True)
+        time.sleep(OUTAGE_S)
+        subprocess.run([KAFKA, "up"], check=True, capture_output=True)
+        wait_for_broker({"bootstrap.servers": bootstrap}, 60)
+        send(2)
+        wait_for(
+            "every input in the outputs",
+            lambda: len(read_all(bootstrap, outputs, timeout_s=20)) >= len(sent),
+            300,
+            proc,
+        )
+        time.sleep(3)  # more checkpoints: a duplicate would show up now
+        committed = read_all(bootstrap, outputs, timeout_s=60)
+        failures = len(rest(port, f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"])
+        state = rest(port, f"/jobs/{job_id}")["state"]
+    finally:
+        stop_process_group(proc)
+    seen: Counter[tuple[str, int, int]] = Counter()
+    for m in committed:
+        body = orjson.loads(m.value or b"")
+        src = body.get("_source") or body["source"]
+        seen[(src["topic"], src["partition"], src["offset"])] += 1
+    assert set(seen) == set(sent), f"lost {len(set(sent) - set(seen))}"
+    assert max(seen.values()) == 1, "duplicated"
+    assert state == "RUNNING"
+    print(f"outage {OUTAGE_S} s: {len(sent)} inputs exactly once; job failures {failures}")
