@@ -38,7 +38,7 @@ from confluent_kafka.admin import AdminClient
 from dlq.admin import ensure_project_topics
 from dlq.sample import generate
 from dlq.scan import consumer as scan_consumer
-from tests.kafka_helpers import make_job_config
+from tests.kafka_helpers import make_job_config, start_job
 from udfs.config import FEEDS, ROOT, load_config
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -189,20 +189,7 @@ def latency(tmp: Path, rate: float, seconds: float = 30.0) -> dict[str, Any]:
         }
     )
     consumer.subscribe([config.feeds[f].clean for f in FEEDS])
-    job = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "jobs" / "dlq_job.py"),
-            "--config",
-            str(cfg),
-            "--starting-offsets",
-            "earliest",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    job = start_job(cfg)
     producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 5})
     good = {f: [(k, v, h) for k, v, h in generate(f, 2000, 0.0, seed=9)] for f in FEEDS}
     samples: list[float] = []

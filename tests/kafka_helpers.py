@@ -127,6 +127,22 @@ def run_job(
     return proc
 
 
+def start_job(
+    config_path: Path, *extra: str, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Starts the job unbounded from the earliest offsets, in its own process group (stop it
+    with ``dlq.local.stop_process_group``)."""
+    cmd = [sys.executable, str(ROOT / "jobs" / "dlq_job.py"), "--config", str(config_path)]
+    return subprocess.Popen(
+        [*cmd, "--starting-offsets", "earliest", *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def dlq_cli(
     config_path: Path, *args: str, timeout_s: float = 300, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,6 @@ wait and after the outage, is in clean ∪ DLQ exactly once."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,16 @@ from confluent_kafka.admin import AdminClient
 from dlq.admin import ensure_project_topics, wait_for_broker
 from dlq.local import stop_process_group
 from dlq.sample import generate
-from tests.kafka_helpers import ROOT, free_port, make_job_config, produce, read_all, rest, wait_for
+from tests.kafka_helpers import (
+    ROOT,
+    free_port,
+    make_job_config,
+    produce,
+    read_all,
+    rest,
+    start_job,
+    wait_for,
+)
 from udfs.config import load_config
 
 pytestmark = pytest.mark.integration
@@ -47,20 +55,7 @@ def test_broker_down_for_a_minute_loses_and_duplicates_nothing(
                 sent[(m.topic, m.partition, m.offset)] = m.value
 
     send(1)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "jobs" / "dlq_job.py"),
-            "--config",
-            str(path),
-            "--starting-offsets",
-            "earliest",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_job(path)
     outputs = [t for f in config.feeds.values() for t in (f.clean, f.dlq)]
     try:
         job_id = wait_for(

@@ -4,8 +4,6 @@ completes, and the job's DLQ counters can be read back from Flink's REST API."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -16,7 +14,15 @@ from confluent_kafka.admin import AdminClient
 from dlq.admin import ensure_project_topics
 from dlq.local import stop_process_group
 from tests.corpus import build_corpus
-from tests.kafka_helpers import ROOT, free_port, make_job_config, produce, read_all, rest, wait_for
+from tests.kafka_helpers import (
+    free_port,
+    make_job_config,
+    produce,
+    read_all,
+    rest,
+    start_job,
+    wait_for,
+)
 from udfs.config import load_config
 
 pytestmark = pytest.mark.integration
@@ -64,22 +70,7 @@ def test_running_job_commits_on_checkpoints_and_counts(bootstrap: str, tmp_path:
         t for f in ("rss", "polymarket") for t in (config.feeds[f].clean, config.feeds[f].dlq)
     ]
 
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "jobs" / "dlq_job.py"),
-            "--config",
-            str(path),
-            "--starting-offsets",
-            "earliest",
-            "--parallelism",
-            "2",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_job(path, "--parallelism", "2")
     try:
         job_id = wait_for(
             "the job to run",
