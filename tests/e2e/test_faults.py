@@ -1,8 +1,9 @@
 """Exactly once under failure, on a real standalone Flink cluster.
 
 While a producer writes 100,000 records (5% bad, every category) at a steady rate into the
-job's inputs, the TaskManager is killed with SIGKILL three times and restarted, the broker is
-stopped and restarted once, and the job is stopped with a savepoint and resumed from it once.
+job's inputs (the last 10,000 at a trickle until every fault is done), the TaskManager is
+killed with SIGKILL three times and restarted, the broker is stopped and restarted once, and
+the job is stopped with a savepoint and resumed from it once.
 Then, read_committed, every input must be in clean ∪ DLQ exactly once with an intact envelope;
 and read_uncommitted must show duplicates, which proves the faults did hit open transactions.
 """
@@ -37,6 +38,9 @@ from udfs.envelope import unb64
 pytestmark = pytest.mark.e2e
 RECORDS = 100_000
 RATE = 1_500  # records/s: about 70 s of steady input
+# Records kept back until every fault has been injected, sent meanwhile at a trickle: so
+# records flow, and transactions hold some, whenever a fault hits, however long the faults take.
+RESERVE, TRICKLE = 10_000, 100
 KAFKA = str(ROOT / "scripts" / "kafka.sh")
 
 
@@ -85,6 +89,7 @@ class SteadyProducer(threading.Thread):
         self.topics, self.records = topics, records
         self.sent: dict[tuple[str, int, int], bytes | None] = {}
         self.errors: list[str] = []
+        self.faults_done = threading.Event()
 
     def run(self) -> None:
         def delivered(err: Any, msg: Any) -> None:
@@ -93,9 +98,11 @@ class SteadyProducer(threading.Thread):
             else:
                 self.sent[(msg.topic(), msg.partition(), msg.offset())] = msg.value()
 
-        start = time.monotonic()
+        due = time.monotonic()
         for n, (feed, key, value, headers) in enumerate(self.records):
-            ahead = n / RATE - (time.monotonic() - start)
+            left = len(self.records) - n
+            due += 1 / (RATE if left > RESERVE or self.faults_done.is_set() else TRICKLE)
+            ahead = due - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
             while True:
@@ -236,6 +243,7 @@ def test_exactly_once_under_kills_broker_restart_and_savepoint(
                 report(f"resumed from the savepoint as job {job}")
             events[step] += 1
             wait_running(cluster, job, checkpoints_after=0 if step == "savepoint" else done)
+        producer.faults_done.set()
         producer.join(900)
         assert not producer.is_alive() and not producer.errors, producer.errors[:3]
         assert len(producer.sent) == RECORDS
