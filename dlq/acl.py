@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
+    AclBindingFilter,
     AclOperation,
     AclPermissionType,
     ResourcePatternType,
@@ -95,6 +96,25 @@ def create(config: JobConfig, bindings: list[AclBinding], timeout_s: float = 30)
     """Creates ACLs as the configured (admin) user; raises KafkaException on refusal."""
     client = admin_client(config.kafka.librdkafka())
     for future in client.create_acls(bindings, request_timeout=timeout_s).values():
+        future.result(timeout=timeout_s)
+
+
+def revoke(config: JobConfig, bindings: list[AclBinding], timeout_s: float = 30) -> None:
+    """Deletes exactly these ACLs, as the configured (admin) user."""
+    filters = [
+        AclBindingFilter(
+            b.restype,
+            b.name,
+            b.resource_pattern_type,
+            b.principal,
+            b.host,
+            b.operation,
+            b.permission_type,
+        )
+        for b in bindings
+    ]
+    client = admin_client(config.kafka.librdkafka())
+    for future in client.delete_acls(filters, request_timeout=timeout_s).values():
         future.result(timeout=timeout_s)
 
 

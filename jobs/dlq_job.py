@@ -38,6 +38,7 @@ from pyflink.datastream import (
     RuntimeContext,
     StreamExecutionEnvironment,
 )
+from pyflink.datastream.connectors import Sink
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
     KafkaOffsetResetStrategy,
@@ -202,8 +203,13 @@ def kafka_source(
     return builder.build()
 
 
-def kafka_sink(config: JobConfig, topic: str, name: str) -> KafkaSink:
-    """An EXACTLY_ONCE sink of sink frames to ``topic`` with its own transactional ids."""
+def kafka_sink(config: JobConfig, topic: str, name: str) -> Sink:
+    """An EXACTLY_ONCE sink of sink frames to ``topic`` with its own transactional ids.
+
+    The connector's KafkaSink inside ``RestartSafeKafkaSink`` (java/): a failed send (a
+    revoked ACL, a deleted topic) fails the task and the job restarts from its checkpoint,
+    instead of the writer's close turning the failure into a fatal TaskManager error.
+    """
     builder = (
         KafkaSink.builder()
         .set_bootstrap_servers(config.kafka.bootstrap_servers)
@@ -218,7 +224,9 @@ def kafka_sink(config: JobConfig, topic: str, name: str) -> KafkaSink:
     builder._j_builder.setRecordSerializer(
         getattr(jvm, JAVA_PACKAGE).FramedRecordSerializationSchema(topic)
     )
-    return builder.build()
+    return Sink(
+        getattr(jvm, JAVA_PACKAGE).RestartSafeKafkaSink.of(builder.build().get_java_function())
+    )
 
 
 def build(

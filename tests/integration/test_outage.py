@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -27,6 +28,8 @@ from tests.kafka_helpers import (
     wait_for,
 )
 from udfs.config import load_config
+from udfs.frames import SourceRecord
+from udfs.pipeline import Failed, FeedProcessor
 
 pytestmark = pytest.mark.integration
 KAFKA = str(ROOT / "scripts" / "kafka.sh")
@@ -96,3 +99,83 @@ def test_broker_down_for_a_minute_loses_and_duplicates_nothing(
     assert max(seen.values()) == 1, "duplicated"
     assert state == "RUNNING"
     print(f"outage {OUTAGE_S} s: {len(sent)} inputs exactly once; job failures {failures}")
+
+
+def test_dlq_topic_deleted_under_the_job_fails_loudly_and_recovers(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    """An operator deletes a DLQ topic while the job runs: the DLQ sink fails (the broker does
+    not auto-create topics), the job restarts and keeps failing instead of dropping the
+    failed records, and once `dlq topics` recreates the topic every record that arrived
+    after the deletion is in clean ∪ DLQ exactly once."""
+    port = free_port()
+    shipped = {
+        k: v for k, v in load_config(None, {}).flink_conf.items() if k.startswith("restart-")
+    }
+    path, _ = make_job_config(
+        tmp_path,
+        bootstrap,
+        **{"flink.conf": {**shipped, "rest.port": port}},
+    )
+    config = load_config(path)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    ensure_project_topics(config, admin)
+    outputs = [t for f in config.feeds.values() for t in (f.clean, f.dlq)]
+
+    def send(seed: int) -> dict[tuple[str, int, int], bytes | None]:
+        sent = {}
+        for feed in ("rss", "polymarket"):
+            for m in produce(
+                bootstrap, config.feeds[feed].input, generate(feed, 200, 0.2, seed=seed)
+            ):
+                sent[(m.topic, m.partition, m.offset)] = m.value
+        return sent
+
+    before = send(1)
+    proc = start_job(path)
+    try:
+        job_id = wait_for(
+            "the job", lambda: [j["jid"] for j in rest(port, "/jobs/overview")["jobs"]], 120, proc
+        )[0]
+        wait_for(
+            "the first inputs committed",
+            lambda: len(read_all(bootstrap, outputs, timeout_s=20)) >= len(before),
+            120,
+            proc,
+        )
+        dlq = config.feeds["rss"].dlq
+        for f in admin.delete_topics([dlq], operation_timeout=30).values():
+            f.result()
+        after = send(2)
+
+        def failing() -> bool:
+            history = rest(port, f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
+            return any(dlq in orjson.dumps(e).decode() for e in history)
+
+        wait_for("the DLQ sink to fail on the deleted topic", failing, 180, proc)
+        ensure_project_topics(config, admin)  # what `dlq topics` does
+
+        def caught_up() -> bool:
+            got = {position(m) for m in read_all(bootstrap, outputs, timeout_s=20)}
+            return set(after) <= got
+
+        wait_for("the records after the deletion", caught_up, 300, proc)
+        time.sleep(3)  # more checkpoints: a duplicate would show up now
+        committed = read_all(bootstrap, outputs, timeout_s=60)
+        assert rest(port, f"/jobs/{job_id}")["state"] == "RUNNING"
+    finally:
+        stop_process_group(proc)
+    seen = Counter(position(m) for m in committed)
+    assert max(seen.values()) == 1, "duplicated"
+    assert set(after) <= set(seen), "records that arrived after the deletion were lost"
+    # From before the deletion only the deleted topic's own records may be missing.
+    rss = FeedProcessor("rss", job_name="j", operator="o")
+    for pos in set(before) - set(seen):
+        record = SourceRecord(*pos, None, None, before[pos], ())
+        assert pos[0] == config.feeds["rss"].input and isinstance(rss.process(record), Failed)
+
+
+def position(m: Any) -> tuple[str, int, int]:
+    body = orjson.loads(m.value or b"")
+    src = body.get("_source") or body["source"]
+    return (src["topic"], src["partition"], src["offset"])

@@ -30,16 +30,21 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from dlq import acl
 from dlq.admin import admin_client
+from dlq.local import stop_process_group
 from dlq.sample import generate
 from tests.conftest import SecureBroker
 from tests.kafka_helpers import (
     ROOT,
     dlq_cli,
     fill_dlq,
+    free_port,
     make_job_config,
     produce,
     read_all,
+    rest,
     run_job,
+    start_job,
+    wait_for,
 )
 from udfs.config import JobConfig, load_config
 
@@ -254,6 +259,62 @@ def test_job_without_dlq_write_acl_stops_loudly_then_runs_exactly_once(
     grant(secure_broker, acl.dlq_write_acls(f"User:{user}", app))  # the fix
     run_job(config_path(tmp_path), env=env)
     assert outputs_exactly_once(app, sent) > 0
+
+
+def test_dlq_write_acl_revoked_mid_run_restarts_and_loses_nothing(
+    secure_broker: SecureBroker, tmp_path: Path
+) -> None:
+    """The ACL goes away under a running job: the DLQ sink fails, the job restarts from its
+    checkpoint (visible in the REST API), and once the ACL is back every input is in clean ∪
+    DLQ exactly once."""
+    port = free_port()
+    shipped = {
+        k: v for k, v in load_config(None, {}).flink_conf.items() if k.startswith("restart-")
+    }
+    app = job_config(
+        tmp_path,
+        secure_broker,
+        secure_broker.env(),
+        **{"flink.conf": {**shipped, "rest.port": port}},
+    )
+    sent = seed(app, secure_broker, config_path(tmp_path))
+    user = f"job-{tmp_path.name[-12:].replace('_', '-')}"
+    env = secure_broker.env(
+        KAFKA_SASL_USERNAME=user, KAFKA_SASL_PASSWORD=add_user(secure_broker, user)
+    )
+    principal = f"User:{user}"
+    grant(secure_broker, acl.job_acls(principal, app))
+    outputs = [t for f in app.feeds.values() for t in (f.clean, f.dlq)]
+    admin = load_config(None, secure_broker.admin_env)
+
+    def all_out() -> bool:
+        return len(read_all(app.kafka.librdkafka(), outputs, timeout_s=30)) >= len(sent)
+
+    proc = start_job(config_path(tmp_path), env=env)
+    try:
+        job_id = wait_for(
+            "the job", lambda: [j["jid"] for j in rest(port, "/jobs/overview")["jobs"]], 120, proc
+        )[0]
+        wait_for("the first inputs committed", all_out, 120, proc)
+        acl.revoke(admin, acl.dlq_write_acls(principal, app))
+        for feed in ("rss", "polymarket"):
+            for m in produce(
+                app.kafka.librdkafka(), app.feeds[feed].input, generate(feed, 100, 0.5, seed=9)
+            ):
+                sent[(m.topic, m.partition, m.offset)] = m.value
+
+        def denied() -> bool:
+            history = orjson.dumps(rest(port, f"/jobs/{job_id}/exceptions")).decode()
+            return "TopicAuthorizationException" in history
+
+        wait_for("the DLQ sink to fail", denied, 120, proc)
+        acl.create(admin, acl.dlq_write_acls(principal, app))
+        wait_for("every input in the outputs", all_out, 240, proc)
+        time.sleep(3)  # more checkpoints: a duplicate would show up now
+        assert rest(port, f"/jobs/{job_id}")["state"] == "RUNNING"
+        assert outputs_exactly_once(app, sent) > 0
+    finally:
+        stop_process_group(proc)
 
 
 def test_principal_without_dlq_read_cannot_analyze_or_replay(
