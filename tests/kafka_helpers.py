@@ -13,10 +13,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from confluent_kafka import KafkaError, Producer
 
 from dlq.scan import Message, read_to_end
+from udfs.config import load_config
 from udfs.frames import SourceRecord
 from udfs.pipeline import Failed, FeedProcessor
 
@@ -198,3 +200,20 @@ def wait_for(what: str, check: Any, timeout_s: float, proc: subprocess.Popen[byt
             pass
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def source_position(value: bytes | None) -> tuple[str, int, int]:
+    """The input position a clean record (``_source``) or an envelope (``source``) came from."""
+    body = orjson.loads(value or b"")
+    src = body.get("_source") or body["source"]
+    return src["topic"], src["partition"], src["offset"]
+
+
+def running_job_conf(rest_port: int) -> dict[str, Any]:
+    """``flink.conf`` for a test's running job: the shipped restart strategy (what users run),
+    and the REST API on ``rest_port``."""
+    shipped = load_config(None, {}).flink_conf
+    return {
+        **{k: v for k, v in shipped.items() if k.startswith("restart-")},
+        "rest.port": rest_port,
+    }

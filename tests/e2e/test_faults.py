@@ -31,7 +31,7 @@ from dlq.admin import ensure_project_topics
 from dlq.sample import generate
 from dlq.scan import consumer
 from tests.e2e.conftest import CLUSTER
-from tests.kafka_helpers import ROOT, make_job_config, read_all
+from tests.kafka_helpers import ROOT, make_job_config, read_all, source_position
 from udfs.config import load_config
 from udfs.envelope import unb64
 
@@ -265,17 +265,12 @@ def test_exactly_once_under_kills_broker_restart_and_savepoint(
     categories: Counter[str] = Counter()
     for m in committed:
         body = orjson.loads(m.value or b"")
-        src = body.get("_source") or body["source"]
-        pos = (src["topic"], src["partition"], src["offset"])
+        pos = source_position(m.value)
         seen[pos] += 1
         if "_source" not in body:
             categories[body["error"]["category"]] += 1
             assert unb64(body["payload_b64"]) == producer.sent[pos], "envelope bytes differ"
-    raw_seen = Counter()
-    for m in uncommitted:
-        body = orjson.loads(m.value or b"")
-        src = body.get("_source") or body["source"]
-        raw_seen[(src["topic"], src["partition"], src["offset"])] += 1
+    raw_seen = Counter(source_position(m.value) for m in uncommitted)
     lost = set(producer.sent) - set(seen)
     duplicated = sum(n - 1 for n in seen.values() if n > 1)
     raw_duplicated = sum(n - 1 for n in raw_seen.values() if n > 1)

@@ -8,7 +8,6 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -24,6 +23,8 @@ from tests.kafka_helpers import (
     produce,
     read_all,
     rest,
+    running_job_conf,
+    source_position,
     start_job,
     wait_for,
 )
@@ -43,10 +44,7 @@ def test_broker_down_for_a_minute_loses_and_duplicates_nothing(
         pytest.fail("this test stops and starts the local broker; run it on the project's own")
     port = free_port()
     # The shipped restart strategy, not a test's: the outage must fit what users run.
-    shipped = {
-        k: v for k, v in load_config(None, {}).flink_conf.items() if k.startswith("restart-")
-    }
-    path, _ = make_job_config(tmp_path, bootstrap, **{"flink.conf": {**shipped, "rest.port": port}})
+    path, _ = make_job_config(tmp_path, bootstrap, **{"flink.conf": running_job_conf(port)})
     config = load_config(path)
     ensure_project_topics(config, AdminClient({"bootstrap.servers": bootstrap}))
     sent: dict[tuple[str, int, int], bytes | None] = {}
@@ -90,11 +88,7 @@ def test_broker_down_for_a_minute_loses_and_duplicates_nothing(
         state = rest(port, f"/jobs/{job_id}")["state"]
     finally:
         stop_process_group(proc)
-    seen: Counter[tuple[str, int, int]] = Counter()
-    for m in committed:
-        body = orjson.loads(m.value or b"")
-        src = body.get("_source") or body["source"]
-        seen[(src["topic"], src["partition"], src["offset"])] += 1
+    seen = Counter(source_position(m.value) for m in committed)
     assert set(seen) == set(sent), f"lost {len(set(sent) - set(seen))}"
     assert max(seen.values()) == 1, "duplicated"
     assert state == "RUNNING"
@@ -109,14 +103,7 @@ def test_dlq_topic_deleted_under_the_job_fails_loudly_and_recovers(
     failed records, and once `dlq topics` recreates the topic every record that arrived
     after the deletion is in clean ∪ DLQ exactly once."""
     port = free_port()
-    shipped = {
-        k: v for k, v in load_config(None, {}).flink_conf.items() if k.startswith("restart-")
-    }
-    path, _ = make_job_config(
-        tmp_path,
-        bootstrap,
-        **{"flink.conf": {**shipped, "rest.port": port}},
-    )
+    path, _ = make_job_config(tmp_path, bootstrap, **{"flink.conf": running_job_conf(port)})
     config = load_config(path)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     ensure_project_topics(config, admin)
@@ -156,7 +143,7 @@ def test_dlq_topic_deleted_under_the_job_fails_loudly_and_recovers(
         ensure_project_topics(config, admin)  # what `dlq topics` does
 
         def caught_up() -> bool:
-            got = {position(m) for m in read_all(bootstrap, outputs, timeout_s=20)}
+            got = {source_position(m.value) for m in read_all(bootstrap, outputs, timeout_s=20)}
             return set(after) <= got
 
         wait_for("the records after the deletion", caught_up, 300, proc)
@@ -165,7 +152,7 @@ def test_dlq_topic_deleted_under_the_job_fails_loudly_and_recovers(
         assert rest(port, f"/jobs/{job_id}")["state"] == "RUNNING"
     finally:
         stop_process_group(proc)
-    seen = Counter(position(m) for m in committed)
+    seen = Counter(source_position(m.value) for m in committed)
     assert max(seen.values()) == 1, "duplicated"
     assert set(after) <= set(seen), "records that arrived after the deletion were lost"
     # From before the deletion only the deleted topic's own records may be missing.
@@ -173,9 +160,3 @@ def test_dlq_topic_deleted_under_the_job_fails_loudly_and_recovers(
     for pos in set(before) - set(seen):
         record = SourceRecord(*pos, None, None, before[pos], ())
         assert pos[0] == config.feeds["rss"].input and isinstance(rss.process(record), Failed)
-
-
-def position(m: Any) -> tuple[str, int, int]:
-    body = orjson.loads(m.value or b"")
-    src = body.get("_source") or body["source"]
-    return (src["topic"], src["partition"], src["offset"])

@@ -43,6 +43,8 @@ from tests.kafka_helpers import (
     read_all,
     rest,
     run_job,
+    running_job_conf,
+    source_position,
     start_job,
     wait_for,
 )
@@ -87,10 +89,8 @@ def outputs_exactly_once(config: JobConfig, sent: dict[tuple[str, int, int], byt
     dlq = 0
     for feed in config.feeds.values():
         for msg in read_all(config.kafka.librdkafka(), [feed.clean, feed.dlq], timeout_s=60):
-            body = orjson.loads(msg.value or b"")
-            src = body.get("_source") or body["source"]
-            seen[(src["topic"], src["partition"], src["offset"])] += 1
-            dlq += "_source" not in body
+            seen[source_position(msg.value)] += 1
+            dlq += "_source" not in orjson.loads(msg.value or b"")
     assert set(seen) == set(sent), f"lost {len(set(sent) - set(seen))}"
     assert max(seen.values()) == 1, "duplicated"
     return dlq
@@ -268,14 +268,11 @@ def test_dlq_write_acl_revoked_mid_run_restarts_and_loses_nothing(
     checkpoint (visible in the REST API), and once the ACL is back every input is in clean ∪
     DLQ exactly once."""
     port = free_port()
-    shipped = {
-        k: v for k, v in load_config(None, {}).flink_conf.items() if k.startswith("restart-")
-    }
     app = job_config(
         tmp_path,
         secure_broker,
         secure_broker.env(),
-        **{"flink.conf": {**shipped, "rest.port": port}},
+        **{"flink.conf": running_job_conf(port)},
     )
     sent = seed(app, secure_broker, config_path(tmp_path))
     user = f"job-{tmp_path.name[-12:].replace('_', '-')}"
