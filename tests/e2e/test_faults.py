@@ -40,7 +40,8 @@ RECORDS = 100_000
 RATE = 1_500  # records/s: about 70 s of steady input
 # Records kept back until every fault has been injected, sent meanwhile at a trickle: so
 # records flow, and transactions hold some, whenever a fault hits, however long the faults take.
-RESERVE, TRICKLE = 10_000, 100
+# At 20/s the reserve lasts 500 s: far longer than the faults take after the bulk is sent.
+RESERVE, TRICKLE = 10_000, 20
 KAFKA = str(ROOT / "scripts" / "kafka.sh")
 
 
