@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import RESULTS, _cpu_model, dataset, flink_run
+from tests.kafka_helpers import set_paths
 
 # name -> (what it changes, job.yaml changes; "flink.conf" entries merge into flink.conf)
 LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -47,15 +48,8 @@ LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
 def variant(base: Path, tmp: Path, name: str, changes: dict[str, Any]) -> Path:
     """A copy of the data set's config with one lever's changes."""
     tree = json.loads(base.read_text())
-    for key, value in changes.items():
-        if key == "flink.conf":
-            tree["flink"]["conf"].update(value)
-            continue
-        node = tree
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
+    tree["flink"]["conf"].update(changes.get("flink.conf", {}))
+    set_paths(tree, {k: v for k, v in changes.items() if k != "flink.conf"})
     path = tmp / f"lever-{name}.json"
     path.write_text(json.dumps(tree))
     return path

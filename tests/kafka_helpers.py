@@ -75,6 +75,16 @@ def read_all(
     return list(read_to_end(client_conf(bootstrap), topics, isolation, timeout_s))
 
 
+def set_paths(tree: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """Sets ``{"a.b.c": value}`` entries in a nested config tree."""
+    for path, value in values.items():
+        node = tree
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+
+
 def make_job_config(
     tmp_path: Path, bootstrap: str, **overrides: Any
 ) -> tuple[Path, dict[str, Any]]:
@@ -91,12 +101,7 @@ def make_job_config(
     tree["job"]["group_id"] = f"t{run}"
     tree["checkpoint"]["interval_ms"] = 1000
     tree["checkpoint"]["dir"] = str(tmp_path / "checkpoints")
-    for path, value in overrides.items():
-        node = tree
-        *parents, last = path.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
+    set_paths(tree, overrides)
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path, tree
