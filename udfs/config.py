@@ -118,6 +118,15 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
+class BatchConfig:
+    """How records are grouped for the crossing between the JVM and the Python workers."""
+
+    max_records: int = 1000
+    max_bytes: int = 1024 * 1024
+    max_delay_ms: int = 100
+
+
+@dataclass(frozen=True)
 class JobConfig:
     """Everything the job and the tools read from ``conf/job.yaml`` and the environment."""
 
@@ -137,6 +146,10 @@ class JobConfig:
     enrich: Mapping[str, str | None]
     jars: tuple[Path, ...]
     flink_conf: Mapping[str, str] = field(default_factory=dict)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    # Extra Kafka client properties of the job's source (consumer) and sinks (producers).
+    source_properties: Mapping[str, str] = field(default_factory=dict)
+    sink_properties: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def dlq_topics(self) -> tuple[str, ...]:
@@ -168,6 +181,20 @@ def _int(tree: Mapping[str, Any], path: str, default: int, minimum: int = 0) -> 
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"setting '{path}' must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _properties(tree: Mapping[str, Any], path: str) -> dict[str, str]:
+    """A mapping of Kafka client properties; credentials are refused (environment only)."""
+    value = _get(tree, path, {}) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"setting '{path}' must be a mapping of Kafka client properties")
+    props = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+    if secret := [k for k in props if k.startswith("sasl.") or "password" in k]:
+        raise ConfigError(
+            f"setting '{path}' must not hold credentials ({', '.join(secret)}): "
+            "they come from the environment (KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD)"
+        )
+    return props
 
 
 # Environment variables that hold secrets (SPEC section 6).
@@ -256,4 +283,11 @@ def load_config(
         enrich={feed: (str(enrich[feed]) if enrich.get(feed) else None) for feed in FEEDS},
         jars=tuple(ROOT / str(j) for j in _get(tree, "flink.jars", [])),
         flink_conf={str(k): str(v) for k, v in (_get(tree, "flink.conf", {}) or {}).items()},
+        source_properties=_properties(tree, "kafka.source"),
+        sink_properties=_properties(tree, "kafka.sink"),
+        batch=BatchConfig(
+            max_records=_int(tree, "batch.max_records", 1000, 1),
+            max_bytes=_int(tree, "batch.max_bytes", 1024 * 1024, 1),
+            max_delay_ms=_int(tree, "batch.max_delay_ms", 100, 1),
+        ),
     )

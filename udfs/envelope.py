@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import traceback
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -54,8 +55,62 @@ def cap_utf8(text: str, limit: int, keep_tail: bool = True) -> str:
     return data[:room].decode("utf-8", "ignore") + _TRUNCATED
 
 
+# Formatted stack frames per failure site: (code, instruction) of every frame -> lines.
+_SITES: dict[tuple[tuple[Any, int], ...], list[str]] = {}
+_MAX_SITES = 4096
+
+
+def _format_tb(tb: TracebackType) -> list[str]:
+    """``traceback.format_tb(tb)``, formatted once per failure site.
+
+    ``traceback`` checks every source file of the stack with ``os.stat`` on each call
+    (``linecache.checkcache``). Each such call releases the GIL, and in the Python worker,
+    where Beam's threads and the other operators share it, getting it back costs up to a
+    switch interval: measured, that made every failed record ~1 ms dearer (BENCH.md). A site's
+    lines depend on nothing but its code and positions, so they are reused.
+    """
+    key = tuple((t.tb_frame.f_code, t.tb_lasti) for t in _walk(tb))
+    lines = _SITES.get(key)
+    if lines is None:
+        lines = traceback.format_tb(tb)
+        if len(_SITES) < _MAX_SITES:
+            _SITES[key] = lines
+    return lines
+
+
+def _walk(tb: TracebackType | None) -> list[TracebackType]:
+    out = []
+    while tb is not None:
+        out.append(tb)
+        tb = tb.tb_next
+    return out
+
+
+def _format_chain(exc: BaseException, seen: set[int]) -> list[str]:
+    """``traceback.format_exception(exc)`` for everything but exception groups."""
+    seen.add(id(exc))
+    lines: list[str] = []
+    cause, context = exc.__cause__, exc.__context__
+    if cause is not None and id(cause) not in seen:
+        lines += _format_chain(cause, seen)
+        lines.append("\nThe above exception was the direct cause of the following exception:\n\n")
+    elif context is not None and not exc.__suppress_context__ and id(context) not in seen:
+        lines += _format_chain(context, seen)
+        lines.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+    if exc.__traceback__ is not None:
+        lines.append("Traceback (most recent call last):\n")
+        lines += _format_tb(exc.__traceback__)
+    lines += traceback.format_exception_only(exc)
+    return lines
+
+
 def format_stacktrace(exc: BaseException) -> str:
-    return cap_utf8("".join(traceback.format_exception(exc)), MAX_STACKTRACE_BYTES)
+    """The exception as Python prints it (chained causes, notes), capped at 8 KiB."""
+    if isinstance(exc, BaseExceptionGroup):
+        text = "".join(traceback.format_exception(exc))
+    else:
+        text = "".join(_format_chain(exc, set()))
+    return cap_utf8(text, MAX_STACKTRACE_BYTES)
 
 
 def replay_count(record: SourceRecord) -> int:

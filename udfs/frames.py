@@ -5,6 +5,9 @@ Big-endian integers; a length of -1 is null.
 
 source frame: i32 partition, i64 offset, i64 timestamp, str topic, bytes key, bytes value, headers
 sink frame:   i32 partition, i64 timestamp, bytes key, bytes value, headers
+batch:        i32 count, count * (i32 length, source frame)            (FrameBatcher.java)
+results:      i32 count, count * (i8 side, i32 length, sink frame)     (BatchSplitter.java)
+              side 0: clean topic, 1: DLQ topic
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ Headers = tuple[tuple[str, bytes | None], ...]
 _SOURCE_HEAD = struct.Struct(">iqq")
 _SINK_HEAD = struct.Struct(">iq")
 _I32 = struct.Struct(">i")
+_RESULT_HEAD = struct.Struct(">bi")
+
+CLEAN_SIDE = 0
+DLQ_SIDE = 1
 
 
 class FrameError(ValueError):
@@ -140,3 +147,50 @@ def decode_sink(frame: bytes) -> tuple[int, int | None, bytes | None, bytes | No
     value, pos = _read(frame, pos)
     headers, _ = _read_headers(frame, pos)
     return partition, None if timestamp < 0 else timestamp, key, value, headers
+
+
+def split_batch(batch: bytes) -> list[bytes]:
+    """The source frames of a batch built by ``FrameBatcher``."""
+    try:
+        (count,) = _I32.unpack_from(batch, 0)
+        pos = 4
+        frames = []
+        for _ in range(count):
+            frame, pos = _read(batch, pos)
+            if frame is None:
+                raise FrameError("batch holds a null frame")
+            frames.append(frame)
+    except struct.error as e:
+        raise FrameError(f"batch truncated: {e}") from e
+    if pos != len(batch):
+        raise FrameError(f"batch has {len(batch) - pos} trailing bytes")
+    return frames
+
+
+def join_batch(frames: list[bytes]) -> bytes:
+    """A batch of source frames, as ``FrameBatcher`` builds it (tests and tools)."""
+    return b"".join([_I32.pack(len(frames)), *(_bytes(f) for f in frames)])
+
+
+def join_results(results: list[tuple[int, bytes]]) -> bytes:
+    """The result batch for ``BatchSplitter``: (side, sink frame) pairs, in input order."""
+    parts = [_I32.pack(len(results))]
+    for side, frame in results:
+        parts.append(_RESULT_HEAD.pack(side, len(frame)))
+        parts.append(frame)
+    return b"".join(parts)
+
+
+def split_results(batch: bytes) -> list[tuple[int, bytes]]:
+    """(side, sink frame) pairs of a result batch (tests)."""
+    (count,) = _I32.unpack_from(batch, 0)
+    pos = 4
+    results = []
+    for _ in range(count):
+        side, n = _RESULT_HEAD.unpack_from(batch, pos)
+        pos += _RESULT_HEAD.size
+        results.append((side, batch[pos : pos + n]))
+        pos += n
+    if pos != len(batch):
+        raise FrameError(f"result batch has {len(batch) - pos} trailing bytes")
+    return results

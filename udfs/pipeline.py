@@ -1,8 +1,9 @@
 """One record in, exactly one outcome out: a clean record or a DLQ envelope.
 
-:class:`FeedProcessor` is what the Flink process function calls for every record. It never
-raises: every exception becomes an envelope with its category (SPEC section 5), after
-bounded retries with backoff when an enrichment hook fails transiently.
+:class:`FeedProcessor` is what the job's validate function calls for every record, a batch of
+records at a time (:meth:`FeedProcessor.process_batch`). It never raises: every exception
+becomes an envelope with its category (SPEC section 5), after bounded retries with backoff
+when an enrichment hook fails transiently.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +22,15 @@ import orjson
 from udfs.config import RetryConfig
 from udfs.envelope import build_envelope, encode
 from udfs.errors import Category, DeserializationError, TransientError, ValidationError
-from udfs.frames import SourceRecord
+from udfs.frames import (
+    CLEAN_SIDE,
+    DLQ_SIDE,
+    SourceRecord,
+    decode_source,
+    encode_sink,
+    join_results,
+    split_batch,
+)
 from udfs.records import VALIDATORS, Record, parse_object
 
 EnrichHook = Callable[[Record], Record]
@@ -160,3 +170,41 @@ class FeedProcessor:
                 operator=self.operator,
             )
             return Failed(record.key, encode(env), Category.PROCESSING)
+
+    def process_batch(self, batch: bytes) -> tuple[bytes, Counter[str]]:
+        """The result batch for a batch of source frames, and its outcomes counted by kind
+        ("clean" or a DLQ category).
+
+        Clean records keep their key, headers and timestamp and go where the clean topic's
+        partitioner puts them; an envelope goes to its input's partition of the DLQ (a DLQ has
+        its input's partition count), which keeps the input's per-partition order.
+        """
+        results = []
+        counts: Counter[str] = Counter()
+        for frame in split_batch(batch):
+            record = decode_source(frame)
+            outcome = self.process(record)
+            if isinstance(outcome, Clean):
+                counts["clean"] += 1
+                results.append(
+                    (
+                        CLEAN_SIDE,
+                        encode_sink(
+                            outcome.key, outcome.value, record.headers, timestamp=record.timestamp
+                        ),
+                    )
+                )
+            else:
+                counts[str(outcome.category)] += 1
+                results.append(
+                    (
+                        DLQ_SIDE,
+                        encode_sink(
+                            outcome.key,
+                            outcome.envelope,
+                            record.headers,
+                            partition=record.partition,
+                        ),
+                    )
+                )
+        return join_results(results), counts

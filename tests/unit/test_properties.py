@@ -7,11 +7,23 @@ import json
 import string
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from udfs.envelope import MAX_STACKTRACE_BYTES
-from udfs.frames import SourceRecord, decode_source, encode_source
+from udfs.frames import (
+    CLEAN_SIDE,
+    DLQ_SIDE,
+    FrameError,
+    SourceRecord,
+    decode_sink,
+    decode_source,
+    encode_source,
+    join_batch,
+    split_batch,
+    split_results,
+)
 from udfs.pipeline import Clean, Failed, FeedProcessor
 
 PROCESSORS = {
@@ -124,3 +136,58 @@ def test_source_frames_round_trip(
 ) -> None:
     record = SourceRecord(topic, partition, offset, timestamp, key, value, tuple(headers))
     assert decode_source(encode_source(record)) == record
+
+
+@given(
+    FEEDS,
+    st.lists(
+        st.tuples(
+            st.none() | st.binary(max_size=20),
+            st.none() | st.binary(max_size=100) | objects.map(lambda o: json.dumps(o).encode()),
+            st.lists(st.tuples(st.text(max_size=5), st.none() | st.binary(max_size=5)), max_size=3),
+        ),
+        max_size=40,
+    ),
+)
+def test_a_batch_gives_each_record_its_own_outcome_in_order(
+    feed: str, items: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]]
+) -> None:
+    """What the job does per batch equals what it does per record: same outcomes, same order,
+    DLQ frames pinned to the input's partition, clean frames keeping the input's timestamp."""
+    processor = PROCESSORS[feed]
+    records = [
+        SourceRecord(
+            "t", i % 3, 1000 + i, None if i % 4 == 0 else 1_700_000_000_000 + i, k, v, tuple(h)
+        )
+        for i, (k, v, h) in enumerate(items)
+    ]
+    batch = join_batch([encode_source(r) for r in records])
+    assert [decode_source(f) for f in split_batch(batch)] == records
+    results, counts = processor.process_batch(batch)
+    results_list = split_results(results)
+    assert len(results_list) == len(records) == counts.total()
+    for record, (side, frame) in zip(records, results_list, strict=True):
+        partition, timestamp, key, value, headers = decode_sink(frame)
+        assert key == record.key and headers == record.headers
+        outcome = processor.process(record)
+        if isinstance(outcome, Clean):
+            assert (side, partition, timestamp, value) == (
+                CLEAN_SIDE,
+                -1,
+                record.timestamp,
+                outcome.value,
+            )
+        else:
+            assert (side, partition, timestamp) == (DLQ_SIDE, record.partition, None)
+            got, want = orjson.loads(value or b""), orjson.loads(outcome.envelope)
+            assert got.pop("failed_at") and want.pop("failed_at")
+            assert got == want
+    assert counts["clean"] == sum(side == CLEAN_SIDE for side, _ in results_list)
+
+
+@pytest.mark.parametrize("cut", ["short", "long", "head"])
+def test_a_malformed_batch_is_a_frame_error_not_a_lost_record(cut: str) -> None:
+    batch = join_batch([b"abc", b"defg"])
+    broken = {"short": batch[:-1], "long": batch + b"x", "head": batch[:2]}[cut]
+    with pytest.raises(FrameError):
+        split_batch(broken)

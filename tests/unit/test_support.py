@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import traceback
 import zipfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from udfs.envelope import (
     cap_utf8,
     decode,
     encode,
+    format_stacktrace,
     original,
 )
 from udfs.errors import Category, ValidationError
@@ -113,12 +115,22 @@ def test_password_comes_from_the_environment_and_is_never_printed() -> None:
     assert config.kafka.java()["ssl.truststore.location"] == "/ca.pem"
 
 
-def test_bad_config_names_the_setting(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("shipped", "broken", "setting"),
+    [
+        ("max_attempts: 3", "max_attempts: zero", r"retry\.max_attempts"),
+        ("max_records: 1000", "max_records: 0", r"batch\.max_records"),
+        ("max_delay_ms: 100", "max_delay_ms: -5", r"batch\.max_delay_ms"),
+    ],
+)
+def test_bad_config_names_the_setting(
+    tmp_path: Path, shipped: str, broken: str, setting: str
+) -> None:
     path = tmp_path / "job.yaml"
-    path.write_text(
-        (ROOT / "conf" / "job.yaml").read_text().replace("max_attempts: 3", "max_attempts: zero")
-    )
-    with pytest.raises(ConfigError, match=r"retry\.max_attempts"):
+    text = (ROOT / "conf" / "job.yaml").read_text()
+    assert shipped in text
+    path.write_text(text.replace(shipped, broken))
+    with pytest.raises(ConfigError, match=setting):
         load_config(path, {})
     with pytest.raises(ConfigError, match="KAFKA_SECURITY_PROTOCOL"):
         load_config(None, {"KAFKA_SECURITY_PROTOCOL": "carrier-pigeon"})
@@ -156,3 +168,48 @@ def test_versions_are_pinned_in_one_place() -> None:
     )
     broker = (ROOT / "conf" / "kafka" / "server.properties").read_text()
     assert "transaction.max.timeout.ms=900000" in broker
+
+
+def _raise_chain(kind: str) -> BaseException:
+    def inner(n: int) -> None:
+        if n == 0:
+            raise ValueError("inner failure")
+        inner(n - 1)
+
+    try:
+        try:
+            inner(3)
+        except ValueError as e:
+            if kind == "cause":
+                raise KeyError("outer") from e
+            if kind == "context":
+                raise KeyError("outer")  # noqa: B904 - the implicit context is what is tested
+            if kind == "suppressed":
+                raise KeyError("outer") from None
+            e.add_note("gave up after 3 attempts")
+            raise
+    except BaseException as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("kind", ["cause", "context", "suppressed", "note"])
+def test_stacktrace_is_what_python_prints_also_when_reused(kind: str) -> None:
+    """The per-site reuse of formatted frames changes nothing in what operators read."""
+    for _ in range(3):
+        exc = _raise_chain(kind)
+        assert format_stacktrace(exc) == "".join(traceback.format_exception(exc))
+
+
+def test_client_properties_are_read_and_credentials_refused(tmp_path: Path) -> None:
+    config = load_config(None, {})
+    assert config.source_properties["fetch.min.bytes"] == "65536"
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        (ROOT / "conf" / "job.yaml")
+        .read_text()
+        .replace("sink: {}", "sink: {linger.ms: 20, sasl.jaas.config: secret}")
+    )
+    with pytest.raises(ConfigError, match=r"kafka\.sink.*sasl\.jaas\.config") as e:
+        load_config(path, {})
+    assert "secret" not in str(e.value).replace("sasl.jaas", "")
