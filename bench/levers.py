@@ -11,11 +11,12 @@ Results go to bench/results/levers.json. A lever is a set of changes to conf/job
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
-import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,21 @@ from tests.kafka_helpers import set_paths
 # name -> (what it changes, job.yaml changes; "flink.conf" entries merge into flink.conf)
 LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
     "shipped": ("conf/job.yaml as shipped", {}),
+    "unbatched": (
+        "one record per batch: a Python crossing per record (as before batching)",
+        {"batch.max_records": 1},
+    ),
+    "batch_100": ("batches of up to 100 records", {"batch.max_records": 100}),
+    "batch_10k": (
+        "batches of up to 10,000 records or 8 MiB",
+        {"batch.max_records": 10_000, "batch.max_bytes": 8 * 1024 * 1024},
+    ),
     "parallelism_1": ("one subtask per operator", {"job.parallelism": 1}),
     "thread_mode": ("Python inside the TaskManager JVM", {"job.python_execution_mode": "thread"}),
+    "loopback": (
+        "PyFlink's mini-cluster default: every Python worker inside the client process, one GIL",
+        {"env": {"_python_worker_execution_mode": "loopback"}},
+    ),
     "object_reuse": ("pipeline.object-reuse", {"flink.conf": {"pipeline.object-reuse": "true"}}),
     "bundle_10k_5s": (
         "bigger Python bundles",
@@ -45,11 +59,26 @@ LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+@contextlib.contextmanager
+def environment(changes: dict[str, str]) -> Iterator[None]:
+    """The job's environment with ``changes`` (levers that PyFlink reads from it)."""
+    saved = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def variant(base: Path, tmp: Path, name: str, changes: dict[str, Any]) -> Path:
     """A copy of the data set's config with one lever's changes."""
     tree = json.loads(base.read_text())
     tree["flink"]["conf"].update(changes.get("flink.conf", {}))
-    set_paths(tree, {k: v for k, v in changes.items() if k != "flink.conf"})
+    set_paths(tree, {k: v for k, v in changes.items() if k not in ("flink.conf", "env")})
     path = tmp / f"lever-{name}.json"
     path.write_text(json.dumps(tree))
     return path
@@ -74,8 +103,9 @@ def main() -> None:
         for name in args.levers:
             changes = LEVERS[name][1]
             tag = f"l{os.getpid()}-{name.replace('_', '')}{rnd}"
-            start, _ = flink_run(variant(empty, tmp, name, changes), tmp, tag + "e")
-            wall, peak = flink_run(variant(base, tmp, name, changes), tmp, tag)
+            with environment(changes.get("env", {})):
+                start, _ = flink_run(variant(empty, tmp, name, changes), tmp, tag + "e")
+                wall, peak = flink_run(variant(base, tmp, name, changes), tmp, tag)
             startup[name].append(start)
             rates[name].append(args.records / max(wall - start, 1e-3))
             rss[name].append(peak)
@@ -110,4 +140,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
