@@ -36,6 +36,10 @@ LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
         {"batch.max_records": 10_000, "batch.max_bytes": 8 * 1024 * 1024},
     ),
     "parallelism_1": ("one subtask per operator", {"job.parallelism": 1}),
+    "parallelism_3": (
+        "three subtasks per operator (one per input partition)",
+        {"job.parallelism": 3},
+    ),
     "thread_mode": ("Python inside the TaskManager JVM", {"job.python_execution_mode": "thread"}),
     "loopback": (
         "PyFlink's mini-cluster default: every Python worker inside the client process, one GIL",
@@ -56,6 +60,7 @@ LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
         {"flink.conf": {"python.fn-execution.bundle.size": "100"}},
     ),
     "checkpoint_30s": ("checkpoint every 30 s", {"checkpoint.interval_ms": 30_000}),
+    "checkpoint_2s": ("checkpoint every 2 s", {"checkpoint.interval_ms": 2_000}),
 }
 
 

@@ -1,10 +1,15 @@
 """The byte frames that carry a Kafka record between the JVM and the Python functions.
 
 Mirror of ``java/src/main/java/io/marketlag/dlq/RecordFrames.java``; keep them in step.
-Big-endian integers; a length of -1 is null.
+Big-endian integers; a length of -1 is null. A fixed head holds every length, so a frame is
+sliced with one unpack; the headers stay an opaque block that a clean record passes from its
+source frame to its sink frame unchanged (they are decoded only for a DLQ envelope).
 
-source frame: i32 partition, i64 offset, i64 timestamp, str topic, bytes key, bytes value, headers
-sink frame:   i32 partition, i64 timestamp, bytes key, bytes value, headers
+source frame: i32 partition, i64 offset, i64 timestamp (-1: none), i32 topic length,
+              i32 key length, i32 value length, i32 headers length, topic, key, value, headers
+sink frame:   i32 partition (-1: by key), i64 timestamp (-1: producer time), i32 key length,
+              i32 value length, i32 headers length, key, value, headers
+headers:      i32 count, count * (i32 name length, i32 value length, name (UTF-8), value)
 batch:        i32 count, count * (i32 length, source frame)            (FrameBatcher.java)
 results:      i32 count, count * (i8 side, i32 length, sink frame)     (BatchSplitter.java)
               side 0: clean topic, 1: DLQ topic
@@ -13,14 +18,17 @@ results:      i32 count, count * (i8 side, i32 length, sink frame)     (BatchSpl
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
-_SOURCE_HEAD = struct.Struct(">iqq")
-_SINK_HEAD = struct.Struct(">iq")
+_SOURCE_HEAD = struct.Struct(">iqqiiii")
+_SINK_HEAD = struct.Struct(">iqiii")
+_HEADER_HEAD = struct.Struct(">ii")
 _I32 = struct.Struct(">i")
 _RESULT_HEAD = struct.Struct(">bi")
+_NO_HEADERS = _I32.pack(0)
 
 CLEAN_SIDE = 0
 DLQ_SIDE = 1
@@ -50,74 +58,144 @@ class SourceRecord:
         return None
 
 
-def _read(frame: bytes, pos: int) -> tuple[bytes | None, int]:
-    (n,) = _I32.unpack_from(frame, pos)
-    pos += 4
-    if n < 0:
-        return None, pos
-    end = pos + n
-    if end > len(frame):
-        raise FrameError(f"frame truncated: need {end} bytes, have {len(frame)}")
-    return frame[pos:end], end
+def _n(b: bytes | None) -> int:
+    return -1 if b is None else len(b)
 
 
-def _read_headers(frame: bytes, pos: int) -> tuple[Headers, int]:
-    (count,) = _I32.unpack_from(frame, pos)
-    pos += 4
-    headers = []
-    for _ in range(count):
-        name, pos = _read(frame, pos)
-        value, pos = _read(frame, pos)
-        headers.append(((name or b"").decode("utf-8"), value))
-    return tuple(headers), pos
+def encode_headers(headers: Headers) -> bytes:
+    """The headers block of ``headers``."""
+    parts = [_I32.pack(len(headers))]
+    for name, value in headers:
+        raw = name.encode("utf-8")
+        parts.append(_HEADER_HEAD.pack(len(raw), _n(value)))
+        parts.append(raw)
+        if value is not None:
+            parts.append(value)
+    return b"".join(parts)
+
+
+def decode_headers(block: bytes) -> Headers:
+    """The headers of a headers block."""
+    try:
+        (count,) = _I32.unpack_from(block, 0)
+        pos = 4
+        headers = []
+        for _ in range(count):
+            name_len, value_len = _HEADER_HEAD.unpack_from(block, pos)
+            pos += 8
+            name = block[pos : pos + name_len].decode("utf-8")
+            pos += name_len
+            value = None
+            if value_len >= 0:
+                value = block[pos : pos + value_len]
+                pos += value_len
+            headers.append((name, value))
+    except (struct.error, UnicodeDecodeError) as e:
+        raise FrameError(f"headers block malformed: {e}") from e
+    if pos != len(block):
+        raise FrameError(f"headers block is {len(block)} bytes, its headers {pos}")
+    return tuple(headers)
+
+
+def _source_records(
+    data: bytes, spans: Iterator[tuple[int, int]]
+) -> Iterator[tuple[SourceRecord, bytes]]:
+    topics: dict[bytes, str] = {}
+    unpack = _SOURCE_HEAD.unpack_from
+    head = _SOURCE_HEAD.size
+    for start, end in spans:
+        try:
+            partition, offset, timestamp, t_len, k_len, v_len, h_len = unpack(data, start)
+        except struct.error as e:
+            raise FrameError(f"frame truncated: {e}") from e
+        pos = start + head
+        if pos + t_len + max(k_len, 0) + max(v_len, 0) + h_len != end or min(t_len, h_len) < 0:
+            raise FrameError(f"frame of {end - start} bytes does not match its lengths")
+        raw_topic = data[pos : pos + t_len]
+        pos += t_len
+        topic = topics.get(raw_topic)
+        if topic is None:
+            topic = topics[raw_topic] = raw_topic.decode("utf-8")
+        key = None
+        if k_len >= 0:
+            key = data[pos : pos + k_len]
+            pos += k_len
+        value = None
+        if v_len >= 0:
+            value = data[pos : pos + v_len]
+            pos += v_len
+        yield (
+            SourceRecord(
+                topic, partition, offset, None if timestamp < 0 else timestamp, key, value
+            ),
+            data[pos:end],
+        )
 
 
 def decode_source(frame: bytes) -> SourceRecord:
-    """Decodes a source frame built by ``RawRecordDeserializationSchema``."""
-    try:
-        partition, offset, timestamp = _SOURCE_HEAD.unpack_from(frame, 0)
-        topic, pos = _read(frame, _SOURCE_HEAD.size)
-        key, pos = _read(frame, pos)
-        value, pos = _read(frame, pos)
-        headers, pos = _read_headers(frame, pos)
-    except struct.error as e:
-        raise FrameError(f"frame truncated: {e}") from e
+    """Decodes a source frame built by ``RecordFrames.encodeSource``, headers included."""
+    ((record, block),) = _source_records(frame, iter([(0, len(frame))]))
     return SourceRecord(
-        (topic or b"").decode("utf-8"),
-        partition,
-        offset,
-        None if timestamp < 0 else timestamp,
-        key,
-        value,
-        headers,
+        record.topic,
+        record.partition,
+        record.offset,
+        record.timestamp,
+        record.key,
+        record.value,
+        decode_headers(block),
     )
 
 
-def _bytes(b: bytes | None) -> bytes:
-    return _I32.pack(-1) if b is None else _I32.pack(len(b)) + b
-
-
-def _headers(headers: Headers) -> bytes:
-    parts = [_I32.pack(len(headers))]
-    for name, value in headers:
-        parts.append(_bytes(name.encode("utf-8")))
-        parts.append(_bytes(value))
-    return b"".join(parts)
+def batch_records(batch: bytes) -> Iterator[tuple[SourceRecord, bytes]]:
+    """The records of a batch built by ``FrameBatcher``, in order, each with its headers block
+    still encoded (``record.headers`` is empty: ``decode_headers(block)`` when needed)."""
+    return _source_records(batch, _spans(batch))
 
 
 def encode_source(record: SourceRecord) -> bytes:
     """The source frame of ``record`` (tests and tools; the job gets it from Java)."""
+    topic = record.topic.encode("utf-8")
+    block = encode_headers(record.headers)
     return b"".join(
         (
             _SOURCE_HEAD.pack(
                 record.partition,
                 record.offset,
                 -1 if record.timestamp is None else record.timestamp,
+                len(topic),
+                _n(record.key),
+                _n(record.value),
+                len(block),
             ),
-            _bytes(record.topic.encode("utf-8")),
-            _bytes(record.key),
-            _bytes(record.value),
-            _headers(record.headers),
+            topic,
+            record.key or b"",
+            record.value or b"",
+            block,
+        )
+    )
+
+
+def sink_frame(
+    key: bytes | None,
+    value: bytes | None,
+    headers_block: bytes = _NO_HEADERS,
+    partition: int = -1,
+    timestamp: int | None = None,
+) -> bytes:
+    """A sink frame for ``FramedRecordSerializationSchema``, with an encoded headers block;
+    partition -1: by key."""
+    return b"".join(
+        (
+            _SINK_HEAD.pack(
+                partition,
+                -1 if timestamp is None else timestamp,
+                _n(key),
+                _n(value),
+                len(headers_block),
+            ),
+            key or b"",
+            value or b"",
+            headers_block,
         )
     )
 
@@ -130,46 +208,54 @@ def encode_sink(
     timestamp: int | None = None,
 ) -> bytes:
     """A sink frame for ``FramedRecordSerializationSchema``; partition -1: by key."""
-    return b"".join(
-        (
-            _SINK_HEAD.pack(partition, -1 if timestamp is None else timestamp),
-            _bytes(key),
-            _bytes(value),
-            _headers(headers),
-        )
-    )
+    return sink_frame(key, value, encode_headers(headers), partition, timestamp)
 
 
 def decode_sink(frame: bytes) -> tuple[int, int | None, bytes | None, bytes | None, Headers]:
     """(partition, timestamp, key, value, headers) of a sink frame (tests)."""
-    partition, timestamp = _SINK_HEAD.unpack_from(frame, 0)
-    key, pos = _read(frame, _SINK_HEAD.size)
-    value, pos = _read(frame, pos)
-    headers, _ = _read_headers(frame, pos)
-    return partition, None if timestamp < 0 else timestamp, key, value, headers
+    partition, timestamp, k_len, v_len, h_len = _SINK_HEAD.unpack_from(frame, 0)
+    pos = _SINK_HEAD.size
+    if pos + max(k_len, 0) + max(v_len, 0) + h_len != len(frame):
+        raise FrameError(f"sink frame of {len(frame)} bytes does not match its lengths")
+    key = None if k_len < 0 else frame[pos : pos + k_len]
+    pos += max(k_len, 0)
+    value = None if v_len < 0 else frame[pos : pos + v_len]
+    pos += max(v_len, 0)
+    return partition, None if timestamp < 0 else timestamp, key, value, decode_headers(frame[pos:])
 
 
-def split_batch(batch: bytes) -> list[bytes]:
-    """The source frames of a batch built by ``FrameBatcher``."""
+def _spans(batch: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of each frame of a batch."""
     try:
         (count,) = _I32.unpack_from(batch, 0)
         pos = 4
-        frames = []
         for _ in range(count):
-            frame, pos = _read(batch, pos)
-            if frame is None:
+            (n,) = _I32.unpack_from(batch, pos)
+            pos += 4
+            if n < 0:
                 raise FrameError("batch holds a null frame")
-            frames.append(frame)
+            if pos + n > len(batch):
+                raise FrameError(f"batch truncated: need {pos + n} bytes, have {len(batch)}")
+            yield pos, pos + n
+            pos += n
     except struct.error as e:
         raise FrameError(f"batch truncated: {e}") from e
     if pos != len(batch):
         raise FrameError(f"batch has {len(batch) - pos} trailing bytes")
-    return frames
+
+
+def split_batch(batch: bytes) -> list[bytes]:
+    """The source frames of a batch built by ``FrameBatcher``."""
+    return [batch[start:end] for start, end in _spans(batch)]
 
 
 def join_batch(frames: list[bytes]) -> bytes:
     """A batch of source frames, as ``FrameBatcher`` builds it (tests and tools)."""
-    return b"".join([_I32.pack(len(frames)), *(_bytes(f) for f in frames)])
+    parts = [_I32.pack(len(frames))]
+    for frame in frames:
+        parts.append(_I32.pack(len(frame)))
+        parts.append(frame)
+    return b"".join(parts)
 
 
 def join_results(results: list[tuple[int, bytes]]) -> bytes:

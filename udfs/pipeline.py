@@ -13,7 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,10 +26,10 @@ from udfs.frames import (
     CLEAN_SIDE,
     DLQ_SIDE,
     SourceRecord,
-    decode_source,
-    encode_sink,
+    batch_records,
+    decode_headers,
     join_results,
-    split_batch,
+    sink_frame,
 )
 from udfs.records import VALIDATORS, Record, parse_object
 
@@ -54,6 +54,14 @@ class Failed:
 
 
 Outcome = Clean | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempted:
+    """What made a record fail, and after how many attempts (before its envelope is built)."""
+
+    exc: Exception
+    attempts: int
 
 
 def load_callable(spec: str) -> Callable[..., Any]:
@@ -120,6 +128,14 @@ class FeedProcessor:
 
     def process(self, record: SourceRecord) -> Outcome:
         """Exactly one outcome for ``record``; never raises (bar KeyboardInterrupt)."""
+        outcome = self._attempt(record)
+        if isinstance(outcome, Clean):
+            return outcome
+        return self.fail(record, outcome.exc, outcome.attempts)
+
+    def _attempt(self, record: SourceRecord) -> Clean | _Attempted:
+        """The clean record, or the exception that stopped it (its envelope is built by the
+        caller, which may first have to decode the record's headers)."""
         attempts = 1
         try:
             obj = parse_object(record.value)
@@ -144,7 +160,7 @@ class FeedProcessor:
                     attempts += 1
             return Clean(record.key, orjson.dumps(clean))
         except Exception as exc:  # every failure becomes an envelope, none escapes
-            return self.fail(record, exc, attempts)
+            return _Attempted(exc, attempts)
 
     def fail(self, record: SourceRecord, exc: BaseException, attempts: int = 1) -> Failed:
         """The envelope for a failed record. Falls back to a minimal one if building fails."""
@@ -181,30 +197,25 @@ class FeedProcessor:
         """
         results = []
         counts: Counter[str] = Counter()
-        for frame in split_batch(batch):
-            record = decode_source(frame)
-            outcome = self.process(record)
+        clean = 0
+        for record, headers in batch_records(batch):
+            outcome = self._attempt(record)
             if isinstance(outcome, Clean):
-                counts["clean"] += 1
+                clean += 1
                 results.append(
                     (
                         CLEAN_SIDE,
-                        encode_sink(
-                            outcome.key, outcome.value, record.headers, timestamp=record.timestamp
-                        ),
+                        sink_frame(outcome.key, outcome.value, headers, -1, record.timestamp),
                     )
                 )
-            else:
-                counts[str(outcome.category)] += 1
-                results.append(
-                    (
-                        DLQ_SIDE,
-                        encode_sink(
-                            outcome.key,
-                            outcome.envelope,
-                            record.headers,
-                            partition=record.partition,
-                        ),
-                    )
-                )
+                continue
+            # an envelope carries the original headers: decode them for this record only
+            record = replace(record, headers=decode_headers(headers))
+            failed = self.fail(record, outcome.exc, outcome.attempts)
+            counts[str(failed.category)] += 1
+            results.append(
+                (DLQ_SIDE, sink_frame(failed.key, failed.envelope, headers, record.partition))
+            )
+        if clean:
+            counts["clean"] = clean
         return join_results(results), counts

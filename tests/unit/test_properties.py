@@ -17,6 +17,7 @@ from udfs.frames import (
     DLQ_SIDE,
     FrameError,
     SourceRecord,
+    batch_records,
     decode_sink,
     decode_source,
     encode_source,
@@ -191,3 +192,13 @@ def test_a_malformed_batch_is_a_frame_error_not_a_lost_record(cut: str) -> None:
     broken = {"short": batch[:-1], "long": batch + b"x", "head": batch[:2]}[cut]
     with pytest.raises(FrameError):
         split_batch(broken)
+
+
+@pytest.mark.parametrize("cut", ["value", "trailing", "head"])
+def test_a_source_frame_that_does_not_match_its_lengths_is_a_frame_error(cut: str) -> None:
+    frame = encode_source(SourceRecord("t", 0, 1, 2, b"k", b"value", (("h", b"v"),)))
+    broken = {"value": frame[:-12] + frame[-11:], "trailing": frame + b"\0", "head": frame[:20]}
+    with pytest.raises(FrameError):
+        decode_source(broken[cut])
+    with pytest.raises(FrameError):
+        list(batch_records(join_batch([frame, broken[cut]])))
