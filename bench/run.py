@@ -6,8 +6,9 @@ Environment overrides: BENCH_RECORDS, BENCH_BAD_SHARE. Produces a deterministic 
 (per size and bad share), then measures in one run on one broker, so the machine's noise hits
 every system alike:
 
-- flink_job: the job, --bounded, over the data set; start-up (a bounded run over empty
-  topics) is measured separately and subtracted;
+- flink_job: the job, --bounded, over the data set, timed from its outputs (``OutputWatch``):
+  from the first record written to the last transaction committed; start-up (from launch to
+  the first record written) is reported separately;
 - plain_loop, kafka_io, udfs_only: see bench/systems.py;
 
 each K times (median, min, max of records/s) with the peak resident memory of all its
@@ -38,7 +39,7 @@ from confluent_kafka.admin import AdminClient
 from dlq.admin import ensure_project_topics
 from dlq.sample import generate
 from dlq.scan import consumer as scan_consumer
-from tests.kafka_helpers import make_job_config, start_job
+from tests.kafka_helpers import free_port, make_job_config, start_job
 from udfs.config import FEEDS, ROOT, load_config
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -144,20 +145,106 @@ def fresh_outputs(base: Path, tmp: Path, tag: str) -> Path:
     return path
 
 
-def flink_run(base: Path, tmp: Path, tag: str) -> tuple[float, float]:
+class OutputWatch(threading.Thread):
+    """Times a bounded run of the job from its outputs, as a consumer would see them.
+
+    Polls the output topics' high watermarks (everything written, committed or not) and last
+    stable offsets (what read_committed sees). ``first`` is when the first record is written,
+    ``done`` when every input record is in the outputs and no transaction is open. Once every
+    record is written it asks the job for a checkpoint (REST), so that the run ends on that
+    checkpoint's commit, as the plain loop ends on its last commit, instead of waiting a random
+    part of an interval for the next periodic checkpoint.
+    """
+
+    def __init__(self, config: Path, records: int, rest_port: int) -> None:
+        super().__init__(daemon=True)
+        cfg = load_config(config)
+        self.topics = [getattr(cfg.feeds[f], role) for f in FEEDS for role in ("clean", "dlq")]
+        self.records = records
+        self.rest = f"http://127.0.0.1:{rest_port}"
+        self.first: float | None = None
+        self.done: float | None = None
+        self.stop = threading.Event()
+
+    def _ends(self, admin: AdminClient, partitions: list[Any], level: Any) -> dict[Any, int]:
+        from confluent_kafka import TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions}
+        futures = admin.list_offsets(request, isolation_level=level, request_timeout=10)
+        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+
+    def _checkpoint(self, last: float) -> float:
+        """Triggers a checkpoint of the running job, at most once a second."""
+        import urllib.request
+
+        if time.monotonic() - last < 1.0:
+            return last
+        with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+            with urllib.request.urlopen(f"{self.rest}/jobs", timeout=5) as r:
+                jobs = [j["id"] for j in json.load(r)["jobs"] if j["status"] == "RUNNING"]
+            for job in jobs:
+                req = urllib.request.Request(
+                    f"{self.rest}/jobs/{job}/checkpoints",
+                    data=b"{}",
+                    headers={"Content-Type": "application/json"},
+                    method="POST",
+                )
+                urllib.request.urlopen(req, timeout=5).close()
+        return time.monotonic()
+
+    def run(self) -> None:
+        from confluent_kafka import IsolationLevel
+
+        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+        md = admin.list_topics(timeout=10)
+        partitions = [(t, p) for t in self.topics for p in md.topics[t].partitions]
+        triggered = 0.0
+        while not self.stop.is_set():
+            written = self._ends(admin, partitions, IsolationLevel.READ_UNCOMMITTED)
+            now = time.monotonic()
+            if self.first is None and any(written.values()):
+                self.first = now
+            # commit markers take offsets too: the sum reaches the count a little early at
+            # worst, and "done" also needs every partition's transactions closed
+            if self.first is not None and sum(written.values()) >= self.records:
+                stable = self._ends(admin, partitions, IsolationLevel.READ_COMMITTED)
+                if stable == written:
+                    self.done = now
+                    return
+                triggered = self._checkpoint(triggered)
+            time.sleep(0.1)
+
+
+def flink_run(base: Path, tmp: Path, tag: str, records: int) -> tuple[float, float, float]:
+    """One bounded run of the job on a fresh copy of ``base``'s outputs: (start-up seconds,
+    processing seconds from the first record written to the last one committed, peak RSS)."""
     cfg = fresh_outputs(base, tmp, tag)
-    _, wall, rss = measured(
-        [
-            sys.executable,
-            str(ROOT / "jobs" / "dlq_job.py"),
-            "--config",
-            str(cfg),
-            "--bounded",
-            "--starting-offsets",
-            "earliest",
-        ]
-    )
-    return wall, rss
+    port = free_port()
+    tree = json.loads(cfg.read_text())
+    tree["flink"]["conf"]["rest.bind-port"] = str(port)
+    cfg.write_text(json.dumps(tree))
+    watch = OutputWatch(cfg, records, port)
+    start = time.monotonic()
+    watch.start()
+    try:
+        _, _, rss = measured(
+            [
+                sys.executable,
+                str(ROOT / "jobs" / "dlq_job.py"),
+                "--config",
+                str(cfg),
+                "--bounded",
+                "--starting-offsets",
+                "earliest",
+            ]
+        )
+    finally:
+        watch.stop.set()
+        watch.join(30)
+    if watch.first is None or watch.done is None:
+        raise RuntimeError(f"{tag}: the job ended before all {records:,} records were committed")
+    return watch.first - start, watch.done - watch.first, rss
 
 
 def latency(tmp: Path, rate: float, seconds: float = 30.0) -> dict[str, Any]:
@@ -282,17 +369,16 @@ def main() -> None:
     n = args.records
     print(f"data set: {n:,} records, {args.bad_share:.0%} bad", flush=True)
     base = dataset(n, args.bad_share, tmp)
-    empty = dataset(0, args.bad_share, tmp)
-
-    startup = [flink_run(empty, tmp, f"b{os.getpid()}-empty{i}")[0] for i in range(args.runs)]
+    startup: list[float] = []
     systems: dict[str, Any] = {}
     walls: dict[str, list[tuple[float, float]]] = {
         k: [] for k in ("flink_job", "plain_loop", "kafka_io", "udfs_only")
     }
     processed: dict[str, int] = {}
     for r in range(args.runs):  # interleaved, so drift hits every system alike
-        wall, rss = flink_run(base, tmp, f"b{os.getpid()}-flink{r}")
-        walls["flink_job"].append((n / max(wall - statistics.median(startup), 1e-3), rss))
+        start, seconds, rss = flink_run(base, tmp, f"b{os.getpid()}-flink{r}", n)
+        startup.append(start)
+        walls["flink_job"].append((n / max(seconds, 1e-3), rss))
         for name in ("plain_loop", "kafka_io", "udfs_only"):
             cfg = fresh_outputs(base, tmp, f"b{os.getpid()}-{name}{r}")
             out, _, rss = measured([sys.executable, "-m", "bench.systems", name, str(cfg)])
@@ -317,8 +403,10 @@ def main() -> None:
     share_rates: dict[str, list[float]] = {key: [] for key in shares}
     for r in range(args.runs):
         for key, cfg in shares.items():
-            wall, _ = flink_run(cfg, tmp, f"b{os.getpid()}-share{key.replace('.', '')}-{r}")
-            share_rates[key].append(small / max(wall - statistics.median(startup), 1e-3))
+            _, seconds, _ = flink_run(
+                cfg, tmp, f"b{os.getpid()}-share{key.replace('.', '')}-{r}", small
+            )
+            share_rates[key].append(small / max(seconds, 1e-3))
     overhead = {key: round(statistics.median(rates)) for key, rates in share_rates.items()}
     scale = {str(small): overhead["0.05"], str(n): systems["flink_job"]["records_per_s"]}
     lat = None if args.smoke else latency(tmp, systems["flink_job"]["records_per_s"] / 2)
