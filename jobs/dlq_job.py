@@ -295,6 +295,10 @@ def flink_configuration(config: JobConfig) -> Configuration:
     conf.set_string("python.execution-mode", config.python_execution_mode)
     conf.set_string("pipeline.jars", ";".join(j.resolve().as_uri() for j in config.jars))
     conf.set_string("pipeline.name", config.name)
+    # Every operator of the job emits a new array per record and keeps none it has emitted or
+    # received (the batcher copies frames into its own buffer), so chained operators may pass
+    # records on without Flink copying each one (measured: 4% of the JVM's samples).
+    conf.set_string("pipeline.object-reuse", "true")
     if not submitted_to_cluster():
         conf.set_string("execution.checkpointing.dir", config.checkpoint_dir.resolve().as_uri())
     for key, value in config.flink_conf.items():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
@@ -38,9 +38,9 @@ class FrameError(ValueError):
     """A frame is truncated or malformed: a bug in the Java/Python pairing, never bad data."""
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """One record exactly as consumed from Kafka."""
+class SourceRecord(NamedTuple):
+    """One record exactly as consumed from Kafka (a named tuple: the job builds one per
+    record, and a tuple is built several times faster than a frozen dataclass)."""
 
     topic: str
     partition: int

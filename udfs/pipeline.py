@@ -13,7 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -210,7 +210,7 @@ class FeedProcessor:
                 )
                 continue
             # an envelope carries the original headers: decode them for this record only
-            record = replace(record, headers=decode_headers(headers))
+            record = record._replace(headers=decode_headers(headers))
             failed = self.fail(record, outcome.exc, outcome.attempts)
             counts[str(failed.category)] += 1
             results.append(
