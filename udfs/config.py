@@ -264,7 +264,7 @@ def load_config(
     return JobConfig(
         name=str(_get(tree, "job.name", "marketlag-dlq")),
         group_id=str(_get(tree, "job.group_id", "marketlag-dlq")),
-        parallelism=_int(tree, "job.parallelism", 2, 1),
+        parallelism=_int(tree, "job.parallelism", 3, 1),
         python_execution_mode=mode,
         kafka=kafka,
         feeds=feeds,
