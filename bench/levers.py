@@ -62,6 +62,14 @@ LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
         "small Python bundles",
         {"flink.conf": {"python.fn-execution.bundle.size": "100"}},
     ),
+    "heap_1g": (
+        "parallelism 3, the mini-cluster JVM's heap capped at 1 GiB",
+        {"job.parallelism": 3, "env": {"JVM_ARGS": "-Xmx1g"}},
+    ),
+    "producer_batches": (
+        "the sinks' producers batch like the plain loop's (linger.ms 20, batch.size 1 MiB)",
+        {"kafka.sink": {"linger.ms": 20, "batch.size": 1_048_576}},
+    ),
     "checkpoint_30s": ("checkpoint every 30 s", {"checkpoint.interval_ms": 30_000}),
     "checkpoint_2s": ("checkpoint every 2 s", {"checkpoint.interval_ms": 2_000}),
 }
