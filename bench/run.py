@@ -13,7 +13,8 @@ every system alike:
 
 each K times (median, min, max of records/s) with the peak resident memory of all its
 processes (JVMs and Python workers included); then the job's throughput at 0%, 5% and 50%
-bad records, and at 5% with a tenth of the records. Writes bench/results/latest.json and prints a table.
+bad records, and at 5% with a tenth of the records. Writes bench/results/latest.json and
+prints a table.
 """
 
 from __future__ import annotations
