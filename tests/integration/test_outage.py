@@ -106,8 +106,9 @@ def test_dlq_topic_deleted_under_the_job_fails_loudly_and_recovers(
     # defaults (60 s metadata wait, 120 s delivery) so that the failure shows well within
     # the wait below however the producer meets the deletion.
     timeouts = {"request.timeout.ms": 10_000, "delivery.timeout.ms": 30_000, "max.block.ms": 30_000}
+    sink = {**load_config(None, {}).sink_properties, **timeouts}
     path, _ = make_job_config(
-        tmp_path, bootstrap, **{"flink.conf": running_job_conf(port), "kafka.sink": timeouts}
+        tmp_path, bootstrap, **{"flink.conf": running_job_conf(port), "kafka.sink": sink}
     )
     config = load_config(path)
     assert config.sink_properties["delivery.timeout.ms"] == "30000"
