@@ -135,15 +135,7 @@ def _source_records(
 def decode_source(frame: bytes) -> SourceRecord:
     """Decodes a source frame built by ``RecordFrames.encodeSource``, headers included."""
     ((record, block),) = _source_records(frame, iter([(0, len(frame))]))
-    return SourceRecord(
-        record.topic,
-        record.partition,
-        record.offset,
-        record.timestamp,
-        record.key,
-        record.value,
-        decode_headers(block),
-    )
+    return record._replace(headers=decode_headers(block))
 
 
 def batch_records(batch: bytes) -> Iterator[tuple[SourceRecord, bytes]]:

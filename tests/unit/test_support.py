@@ -214,3 +214,30 @@ def test_client_properties_are_read_and_credentials_refused(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match=r"kafka\.sink.*sasl\.jaas\.config") as e:
         load_config(path, {})
     assert "secret" not in str(e.value).replace("sasl.jaas", "")
+
+
+class _BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+def _noted(exc: BaseException, *notes: object) -> BaseException:
+    exc.__notes__ = list(notes)  # type: ignore[attr-defined]
+    return exc
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("plain"),
+        RuntimeError(),
+        KeyError("quoted"),
+        ValidationError("title", "too long"),
+        _BadStr(),
+        _noted(ValueError("x"), "two\nlines", 42),
+        SyntaxError("bad", ("f.py", 3, 5, "x = = 1\n")),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_the_exception_line_is_what_python_prints(exc: BaseException) -> None:
+    assert format_stacktrace(exc) == "".join(traceback.format_exception(exc))
