@@ -43,33 +43,15 @@ public final class RecordFrames {
         }
     }
 
-    /** The UTF-8 bytes of the few distinct topic and header names a job sees, kept. */
-    private static final class Names {
-        private static final int LIMIT = 1024;
-        private static final java.util.concurrent.ConcurrentHashMap<String, byte[]> CACHE =
-                new java.util.concurrent.ConcurrentHashMap<>();
-
-        static byte[] utf8(String s) {
-            byte[] b = CACHE.get(s);
-            if (b == null) {
-                b = s.getBytes(StandardCharsets.UTF_8);
-                if (CACHE.size() < LIMIT) {
-                    CACHE.put(s, b);
-                }
-            }
-            return b;
-        }
-    }
-
     /** Encodes a consumed record as a source frame, in one exactly sized array. */
     public static byte[] encodeSource(
             String topic, int partition, long offset, long timestamp,
             byte[] key, byte[] value, Iterable<Header> headers) {
-        byte[] topicBytes = Names.utf8(topic);
+        byte[] topicBytes = topic.getBytes(StandardCharsets.UTF_8);
         List<byte[]> names = new ArrayList<>(4);
         int headersLength = 4;
         for (Header h : headers) {
-            byte[] name = Names.utf8(h.key());
+            byte[] name = h.key().getBytes(StandardCharsets.UTF_8);
             names.add(name);
             headersLength += 8 + name.length + length(h.value());
         }
