@@ -128,14 +128,15 @@ class FeedProcessor:
 
     def process(self, record: SourceRecord) -> Outcome:
         """Exactly one outcome for ``record``; never raises (bar KeyboardInterrupt)."""
-        outcome = self._attempt(record)
+        outcome = self._attempt(record, self.clock())
         if isinstance(outcome, Clean):
             return outcome
         return self.fail(record, outcome.exc, outcome.attempts)
 
-    def _attempt(self, record: SourceRecord) -> Clean | _Attempted:
+    def _attempt(self, record: SourceRecord, now: datetime) -> Clean | _Attempted:
         """The clean record, or the exception that stopped it (its envelope is built by the
-        caller, which may first have to decode the record's headers)."""
+        caller, which may first have to decode the record's headers). ``now`` is the time
+        the rules compare timestamps with."""
         attempts = 1
         try:
             obj = parse_object(record.value)
@@ -144,7 +145,7 @@ class FeedProcessor:
                 "partition": record.partition,
                 "offset": record.offset,
             }
-            clean = self.validate(obj, lineage, self.clock())
+            clean = self.validate(obj, lineage, now)
             while self.enrich is not None:
                 try:
                     clean = self.enrich(clean)
@@ -198,8 +199,9 @@ class FeedProcessor:
         results = []
         counts: Counter[str] = Counter()
         clean = 0
+        now = self.clock()  # one reading per batch: a batch is processed in milliseconds
         for record, headers in batch_records(batch):
-            outcome = self._attempt(record)
+            outcome = self._attempt(record, now)
             if isinstance(outcome, Clean):
                 clean += 1
                 results.append(
