@@ -166,7 +166,8 @@ class OutputWatch(threading.Thread):
         self.first: float | None = None
         self.written: float | None = None
         self.done: float | None = None
-        self.stop = threading.Event()
+        self.error: Exception | None = None
+        self.ended = threading.Event()  # the job's process has exited: its outputs are final
 
     def _ends(self, admin: AdminClient, partitions: list[Any], level: Any) -> dict[Any, int]:
         from confluent_kafka import TopicPartition
@@ -196,27 +197,39 @@ class OutputWatch(threading.Thread):
         return time.monotonic()
 
     def run(self) -> None:
-        from confluent_kafka import IsolationLevel
+        from confluent_kafka import IsolationLevel, KafkaException
 
         admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
         md = admin.list_topics(timeout=10)
         partitions = [(t, p) for t in self.topics for p in md.topics[t].partitions]
         triggered = 0.0
-        while not self.stop.is_set():
-            written = self._ends(admin, partitions, IsolationLevel.READ_UNCOMMITTED)
-            now = time.monotonic()
-            if self.first is None and any(written.values()):
-                self.first = now
-            # commit markers take offsets too: the sum reaches the count a little early at
-            # worst, and "done" also needs every partition's transactions closed
-            if self.first is not None and sum(written.values()) >= self.records:
-                self.written = self.written or now
-                stable = self._ends(admin, partitions, IsolationLevel.READ_COMMITTED)
-                if stable == written:
-                    self.done = now
+        while True:
+            final = self.ended.is_set()  # a poll that starts after the exit sees the end state
+            try:
+                if self._poll(admin, partitions, IsolationLevel):
                     return
-                triggered = self._checkpoint(triggered)
+                if self.written is not None:
+                    triggered = self._checkpoint(triggered)
+            except KafkaException as e:
+                self.error = e
+            if final:
+                return
             time.sleep(0.1)
+
+    def _poll(self, admin: AdminClient, partitions: list[Any], levels: Any) -> bool:
+        written = self._ends(admin, partitions, levels.READ_UNCOMMITTED)
+        now = time.monotonic()
+        if self.first is None and any(written.values()):
+            self.first = now
+        # commit markers take offsets too: the sum reaches the count a little early at
+        # worst, and "done" also needs every partition's transactions closed
+        if self.first is None or sum(written.values()) < self.records:
+            return False
+        self.written = self.written or now
+        if self._ends(admin, partitions, levels.READ_COMMITTED) != written:
+            return False
+        self.done = now
+        return True
 
 
 def flink_run(base: Path, tmp: Path, tag: str, records: int) -> tuple[float, float, float]:
@@ -243,10 +256,13 @@ def flink_run(base: Path, tmp: Path, tag: str, records: int) -> tuple[float, flo
             ]
         )
     finally:
-        watch.stop.set()
-        watch.join(30)
+        watch.ended.set()
+        watch.join(60)
     if watch.first is None or watch.done is None:
-        raise RuntimeError(f"{tag}: the job ended before all {records:,} records were committed")
+        raise RuntimeError(
+            f"{tag}: the job ended, but not all {records:,} records were committed "
+            f"(last error watching the outputs: {watch.error})"
+        )
     return watch.first - start, watch.done - watch.first, rss
 
 
