@@ -8,6 +8,7 @@ figures without touching Kafka.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -202,6 +203,11 @@ def serve(
     """Serves /metrics on ``port`` until interrupted."""
     from prometheus_client import REGISTRY, start_http_server
 
+    # A process started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler: Ctrl-C (or `kill -INT`) would
+    # not stop the monitor. It is a long-running service: restore it.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     follower = DlqFollower(config, window_s, refresh_s)
     follower.start()
     REGISTRY.register(DlqCollector(follower))
