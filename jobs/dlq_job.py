@@ -331,9 +331,28 @@ def python_worker_processes(config: JobConfig) -> None:
         os.environ.setdefault("_python_worker_execution_mode", "process")
 
 
+def mini_cluster_jvm_options(config: JobConfig) -> None:
+    """Passes ``flink.local_jvm_options`` to the JVM of the embedded mini-cluster.
+
+    PyFlink starts that JVM with the options in ``JVM_ARGS``; the ones already there (the
+    user's) come last and so win, and a garbage collector chosen there replaces ours (the JVM
+    refuses two). Under `flink run` the cluster's own configuration sets its JVMs' options.
+    """
+    if submitted_to_cluster() or not config.local_jvm_options:
+        return
+    theirs = os.environ.get("JVM_ARGS", "").split()
+
+    def picks_gc(opts: Sequence[str]) -> bool:
+        return any(o.startswith("-XX:+Use") and o.endswith("GC") for o in opts)
+
+    ours = [o for o in config.local_jvm_options if not (picks_gc([o]) and picks_gc(theirs))]
+    os.environ["JVM_ARGS"] = " ".join([*ours, *theirs])
+
+
 def create_env(config: JobConfig) -> StreamExecutionEnvironment:
     export_pythonpath()
     python_worker_processes(config)
+    mini_cluster_jvm_options(config)
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(config))
     env.set_parallelism(config.parallelism)
     env.enable_checkpointing(config.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)

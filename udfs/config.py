@@ -150,6 +150,8 @@ class JobConfig:
     # Extra Kafka client properties of the job's source (consumer) and sinks (producers).
     source_properties: Mapping[str, str] = field(default_factory=dict)
     sink_properties: Mapping[str, str] = field(default_factory=dict)
+    # JVM options of the embedded mini-cluster only (flink.local_jvm_options).
+    local_jvm_options: tuple[str, ...] = ()
 
     @property
     def dlq_topics(self) -> tuple[str, ...]:
@@ -195,6 +197,17 @@ def _properties(tree: Mapping[str, Any], path: str) -> dict[str, str]:
             "they come from the environment (KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD)"
         )
     return props
+
+
+def _jvm_options(tree: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    value = _get(tree, path, []) or []
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v.startswith("-") for v in value
+    ):
+        raise ConfigError(f"setting '{path}' must be a list of JVM options such as -Xmx1g")
+    return tuple(value)
 
 
 # Environment variables that hold secrets (SPEC section 6).
@@ -285,6 +298,7 @@ def load_config(
         flink_conf={str(k): str(v) for k, v in (_get(tree, "flink.conf", {}) or {}).items()},
         source_properties=_properties(tree, "kafka.source"),
         sink_properties=_properties(tree, "kafka.sink"),
+        local_jvm_options=_jvm_options(tree, "flink.local_jvm_options"),
         batch=BatchConfig(
             max_records=_int(tree, "batch.max_records", 1000, 1),
             max_bytes=_int(tree, "batch.max_bytes", 1024 * 1024, 1),

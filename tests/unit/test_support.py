@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 import traceback
@@ -241,3 +242,45 @@ def _noted(exc: BaseException, *notes: object) -> BaseException:
 )
 def test_the_exception_line_is_what_python_prints(exc: BaseException) -> None:
     assert format_stacktrace(exc) == "".join(traceback.format_exception(exc))
+
+
+@pytest.mark.parametrize(
+    ("theirs", "expected"),
+    [
+        (None, "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"),
+        ("-Xmx1g", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx1g"),
+        # the JVM refuses two collectors: the user's choice replaces ours
+        ("-XX:+UseG1GC -Xmx2g", "-XX:TieredStopAtLevel=1 -XX:+UseG1GC -Xmx2g"),
+    ],
+)
+def test_mini_cluster_jvm_options_reach_jvm_args(
+    monkeypatch: pytest.MonkeyPatch, theirs: str | None, expected: str
+) -> None:
+    from jobs.dlq_job import mini_cluster_jvm_options
+
+    config = load_config(None, {})
+    assert config.local_jvm_options == ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+    monkeypatch.delenv("PYFLINK_GATEWAY_PORT", raising=False)
+    if theirs is None:
+        monkeypatch.delenv("JVM_ARGS", raising=False)
+    else:
+        monkeypatch.setenv("JVM_ARGS", theirs)
+    mini_cluster_jvm_options(config)
+    assert os.environ["JVM_ARGS"] == expected
+    # under `flink run` the cluster's configuration decides
+    monkeypatch.setenv("JVM_ARGS", "-Xmx1g")
+    monkeypatch.setenv("PYFLINK_GATEWAY_PORT", "1")
+    mini_cluster_jvm_options(config)
+    assert os.environ["JVM_ARGS"] == "-Xmx1g"
+
+
+def test_local_jvm_options_must_be_options(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    text = (ROOT / "conf" / "job.yaml").read_text()
+    shipped = "local_jvm_options: [-XX:TieredStopAtLevel=1, -XX:+UseSerialGC]"
+    assert shipped in text
+    path.write_text(text.replace(shipped, "local_jvm_options: -Xmx1g -Xss2m"))
+    assert load_config(path, {}).local_jvm_options == ("-Xmx1g", "-Xss2m")
+    path.write_text(text.replace(shipped, "local_jvm_options: [Xmx1g]"))
+    with pytest.raises(ConfigError, match=r"flink\.local_jvm_options"):
+        load_config(path, {})
