@@ -28,6 +28,8 @@ _SINK_HEAD = struct.Struct(">iqiii")
 _HEADER_HEAD = struct.Struct(">ii")
 _I32 = struct.Struct(">i")
 _RESULT_HEAD = struct.Struct(">bi")
+_BATCH_ENTRY = struct.Struct(">i" + _SOURCE_HEAD.format[1:])  # frame length, then its head
+_new_tuple = tuple.__new__
 _NO_HEADERS = _I32.pack(0)
 
 CLEAN_SIDE = 0
@@ -97,51 +99,67 @@ def decode_headers(block: bytes) -> Headers:
     return tuple(headers)
 
 
-def _source_records(
-    data: bytes, spans: Iterator[tuple[int, int]]
-) -> Iterator[tuple[SourceRecord, bytes]]:
-    topics: dict[bytes, str] = {}
-    unpack = _SOURCE_HEAD.unpack_from
+def batch_records(batch: bytes) -> Iterator[tuple[SourceRecord, bytes]]:
+    """The records of a batch built by ``FrameBatcher``, in order, each with its headers block
+    still encoded (``record.headers`` is empty: ``decode_headers(block)`` when needed).
+
+    The job's hottest Python path besides the validation itself: one ``unpack`` per record
+    reads its frame length and every length of its head, and the records are built as plain
+    tuples (``SourceRecord.__new__`` is a Python-level function).
+    """
+    unpack = _BATCH_ENTRY.unpack_from
     head = _SOURCE_HEAD.size
-    for start, end in spans:
+    size = len(batch)
+    topics: dict[bytes, str] = {}
+    try:
+        (count,) = _I32.unpack_from(batch, 0)
+    except struct.error as e:
+        raise FrameError(f"batch truncated: {e}") from e
+    pos = 4
+    for _ in range(count):
         try:
-            partition, offset, timestamp, t_len, k_len, v_len, h_len = unpack(data, start)
+            n, partition, offset, timestamp, t_len, k_len, v_len, h_len = unpack(batch, pos)
         except struct.error as e:
-            raise FrameError(f"frame truncated: {e}") from e
+            raise FrameError(f"batch truncated: {e}") from e
+        if n < 0:
+            raise FrameError("batch holds a null frame")
+        start = pos + 4
+        end = start + n
+        if end > size:
+            raise FrameError(f"batch truncated: need {end} bytes, have {size}")
         pos = start + head
-        if pos + t_len + max(k_len, 0) + max(v_len, 0) + h_len != end or min(t_len, h_len) < 0:
-            raise FrameError(f"frame of {end - start} bytes does not match its lengths")
-        raw_topic = data[pos : pos + t_len]
-        pos += t_len
+        key_end = pos + t_len + (k_len if k_len > 0 else 0)
+        value_end = key_end + (v_len if v_len > 0 else 0)
+        if value_end + h_len != end or t_len < 0 or h_len < 0:
+            raise FrameError(f"frame of {n} bytes does not match its lengths")
+        raw_topic = batch[pos : pos + t_len]
         topic = topics.get(raw_topic)
         if topic is None:
             topic = topics[raw_topic] = raw_topic.decode("utf-8")
-        key = None
-        if k_len >= 0:
-            key = data[pos : pos + k_len]
-            pos += k_len
-        value = None
-        if v_len >= 0:
-            value = data[pos : pos + v_len]
-            pos += v_len
         yield (
-            SourceRecord(
-                topic, partition, offset, None if timestamp < 0 else timestamp, key, value
+            _new_tuple(
+                SourceRecord,
+                (
+                    topic,
+                    partition,
+                    offset,
+                    None if timestamp < 0 else timestamp,
+                    None if k_len < 0 else batch[pos + t_len : key_end],
+                    None if v_len < 0 else batch[key_end:value_end],
+                    (),
+                ),
             ),
-            data[pos:end],
+            batch[value_end:end],
         )
+        pos = end
+    if pos != size:
+        raise FrameError(f"batch has {size - pos} trailing bytes")
 
 
 def decode_source(frame: bytes) -> SourceRecord:
     """Decodes a source frame built by ``RecordFrames.encodeSource``, headers included."""
-    ((record, block),) = _source_records(frame, iter([(0, len(frame))]))
+    ((record, block),) = batch_records(join_batch([frame]))
     return record._replace(headers=decode_headers(block))
-
-
-def batch_records(batch: bytes) -> Iterator[tuple[SourceRecord, bytes]]:
-    """The records of a batch built by ``FrameBatcher``, in order, each with its headers block
-    still encoded (``record.headers`` is empty: ``decode_headers(block)`` when needed)."""
-    return _source_records(batch, _spans(batch))
 
 
 def encode_source(record: SourceRecord) -> bytes:

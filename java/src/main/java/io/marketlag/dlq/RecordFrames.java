@@ -1,11 +1,13 @@
 package io.marketlag.dlq;
 
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
-import java.util.ArrayList;
-import java.util.List;
 import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.header.Headers;
 import org.apache.kafka.common.header.internals.RecordHeader;
+import org.apache.kafka.common.header.internals.RecordHeaders;
 
 /**
  * The byte frames that carry one Kafka record across the Java/Python boundary.
@@ -43,17 +45,48 @@ public final class RecordFrames {
         }
     }
 
+    /**
+     * The raw name bytes of a consumed header. The consumer's {@link RecordHeader} keeps them
+     * as a buffer until {@code key()} decodes them, under a lock, into a String that a frame
+     * would only encode again (measured: 5% of the JVM's samples); read them directly where
+     * the class allows it, else encode {@code key()}.
+     */
+    private static final VarHandle KEY_BUFFER = keyBuffer();
+
+    private static VarHandle keyBuffer() {
+        try {
+            return MethodHandles.privateLookupIn(RecordHeader.class, MethodHandles.lookup())
+                    .findVarHandle(RecordHeader.class, "keyBuffer", ByteBuffer.class);
+        } catch (ReflectiveOperationException | RuntimeException e) {
+            return null;
+        }
+    }
+
+    static byte[] headerName(Header h) {
+        if (KEY_BUFFER != null && h.getClass() == RecordHeader.class) {
+            ByteBuffer raw = (ByteBuffer) KEY_BUFFER.get(h);
+            if (raw != null) { // null once key() has decoded it
+                byte[] name = new byte[raw.remaining()];
+                raw.duplicate().get(name);
+                return name;
+            }
+        }
+        return h.key().getBytes(StandardCharsets.UTF_8);
+    }
+
     /** Encodes a consumed record as a source frame, in one exactly sized array. */
     public static byte[] encodeSource(
             String topic, int partition, long offset, long timestamp,
-            byte[] key, byte[] value, Iterable<Header> headers) {
+            byte[] key, byte[] value, Headers headers) {
         byte[] topicBytes = topic.getBytes(StandardCharsets.UTF_8);
-        List<byte[]> names = new ArrayList<>(4);
+        Header[] all = headers.toArray();
+        byte[][] names = new byte[all.length][];
+        byte[][] values = new byte[all.length][];
         int headersLength = 4;
-        for (Header h : headers) {
-            byte[] name = h.key().getBytes(StandardCharsets.UTF_8);
-            names.add(name);
-            headersLength += 8 + name.length + length(h.value());
+        for (int i = 0; i < all.length; i++) {
+            names[i] = headerName(all[i]);
+            values[i] = all[i].value();
+            headersLength += 8 + names[i].length + length(values[i]);
         }
         ByteBuffer out = ByteBuffer.allocate(
                 SOURCE_HEAD + topicBytes.length + length(key) + length(value) + headersLength);
@@ -65,13 +98,11 @@ public final class RecordFrames {
         out.put(topicBytes);
         put(out, key);
         put(out, value);
-        out.putInt(names.size());
-        int i = 0;
-        for (Header h : headers) {
-            byte[] name = names.get(i++);
-            byte[] v = h.value();
-            out.putInt(name.length).putInt(v == null ? -1 : v.length).put(name);
-            put(out, v);
+        out.putInt(all.length);
+        for (int i = 0; i < all.length; i++) {
+            out.putInt(names[i].length).putInt(values[i] == null ? -1 : values[i].length);
+            out.put(names[i]);
+            put(out, values[i]);
         }
         return out.array();
     }
@@ -86,26 +117,31 @@ public final class RecordFrames {
     }
 
     /** The headers block at {@code in}'s position, {@code length} bytes long. */
-    static List<Header> readHeaders(ByteBuffer in, int length) {
+    static Headers readHeaders(ByteBuffer in, int length) {
         int end = in.position() + length;
         int count = in.getInt();
-        List<Header> headers = new ArrayList<>(count);
+        if (count < 0 || count > length / 8) {
+            throw new IllegalStateException("sink frame: headers block holds " + count);
+        }
+        Header[] headers = new Header[count];
         for (int i = 0; i < count; i++) {
             int nameLength = in.getInt();
             int valueLength = in.getInt();
             String name = new String(in.array(), in.arrayOffset() + in.position(), nameLength,
                     StandardCharsets.UTF_8);
             in.position(in.position() + nameLength);
-            headers.add(new RecordHeader(name, take(in, valueLength)));
+            headers[i] = new RecordHeader(name, take(in, valueLength));
         }
         if (in.position() != end) {
             throw new IllegalStateException("sink frame: headers block length mismatch");
         }
-        return headers;
+        // the producer record copies a RecordHeaders' list in one go (any other Iterable
+        // header by header into a list that grows)
+        return new RecordHeaders(headers);
     }
 
     /** A decoded sink frame. */
-    record Sink(Integer partition, Long timestamp, byte[] key, byte[] value, List<Header> headers) {}
+    record Sink(Integer partition, Long timestamp, byte[] key, byte[] value, Headers headers) {}
 
     /** Decodes a sink frame built by the Python job. */
     static Sink decodeSink(byte[] frame) {
@@ -117,7 +153,7 @@ public final class RecordFrames {
         int headersLength = in.getInt();
         byte[] key = take(in, keyLength);
         byte[] value = take(in, valueLength);
-        List<Header> headers = readHeaders(in, headersLength);
+        Headers headers = readHeaders(in, headersLength);
         if (in.hasRemaining()) {
             throw new IllegalStateException("sink frame: " + in.remaining() + " trailing bytes");
         }
