@@ -4,7 +4,7 @@
 
 Produces the benchmark data set once (5% bad), then runs the bounded job once per lever per
 round, the levers interleaved so that the machine's drift hits each alike, and reports
-records/s the way `make bench` does (from the first record written to the last committed).
+records/s the way `make bench` does (from the first record read to the last committed).
 Results go to bench/results/levers.json. A lever is a set of changes to conf/job.yaml.
 """
 
@@ -61,6 +61,18 @@ LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
     "bundle_100": (
         "small Python bundles",
         {"flink.conf": {"python.fn-execution.bundle.size": "100"}},
+    ),
+    "jvm_defaults": (
+        "the JVM's own choices for the mini-cluster: tiered JIT up to C2, the G1 collector",
+        {"flink.local_jvm_options": []},
+    ),
+    "jit_c2": (
+        "tiered JIT up to C2 (the serial collector kept)",
+        {"flink.local_jvm_options": ["-XX:+UseSerialGC"]},
+    ),
+    "gc_g1": (
+        "the G1 collector (C1 kept)",
+        {"flink.local_jvm_options": ["-XX:TieredStopAtLevel=1"]},
     ),
     "heap_1g": ("the mini-cluster JVM's heap capped at 1 GiB", {"env": {"JVM_ARGS": "-Xmx1g"}}),
     "producer_defaults": (

@@ -63,7 +63,11 @@ class CpuByKind(threading.Thread):
 def run_once(
     cfg: Path, tmp: Path, tag: str, spy: Path | None, jfr: Path | None = None
 ) -> dict[str, Any]:
-    job = fresh_outputs(cfg, tmp, tag)
+    with fresh_outputs(cfg, tmp, tag) as job:
+        return _run(job, spy, jfr)
+
+
+def _run(job: Path, spy: Path | None, jfr: Path | None) -> dict[str, Any]:
     cmd = [sys.executable, str(ROOT / "jobs" / "dlq_job.py"), "--config", str(job)]
     cmd += ["--bounded", "--starting-offsets", "earliest"]
     start = time.monotonic()
