@@ -63,16 +63,20 @@ LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
         {"flink.conf": {"python.fn-execution.bundle.size": "100"}},
     ),
     "jvm_defaults": (
-        "the JVM's own choices for the mini-cluster: tiered JIT up to C2, the G1 collector",
+        "the JVM's own choices for the mini-cluster: tiered JIT up to C2, G1, default sizes",
         {"flink.local_jvm_options": []},
     ),
     "jit_c2": (
-        "tiered JIT up to C2 (the serial collector kept)",
-        {"flink.local_jvm_options": ["-XX:+UseSerialGC"]},
+        "tiered JIT up to C2 (the rest of the shipped JVM options kept)",
+        {"flink.local_jvm_options": ["-XX:+UseSerialGC", "-Xmn512m", "-XX:MetaspaceSize=256m"]},
     ),
     "gc_g1": (
-        "the G1 collector (C1 kept)",
+        "the G1 collector with its own sizing (C1 kept)",
         {"flink.local_jvm_options": ["-XX:TieredStopAtLevel=1"]},
+    ),
+    "young_default": (
+        "the serial collector's default young generation and metaspace threshold",
+        {"flink.local_jvm_options": ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]},
     ),
     "heap_1g": ("the mini-cluster JVM's heap capped at 1 GiB", {"env": {"JVM_ARGS": "-Xmx1g"}}),
     "producer_defaults": (

@@ -244,13 +244,17 @@ def test_the_exception_line_is_what_python_prints(exc: BaseException) -> None:
     assert format_stacktrace(exc) == "".join(traceback.format_exception(exc))
 
 
+SHIPPED_JVM = "-XX:TieredStopAtLevel=1"
+SHIPPED_SIZES = "-Xmn512m -XX:MetaspaceSize=256m"
+
+
 @pytest.mark.parametrize(
     ("theirs", "expected"),
     [
-        (None, "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"),
-        ("-Xmx1g", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx1g"),
+        (None, f"{SHIPPED_JVM} -XX:+UseSerialGC {SHIPPED_SIZES}"),
+        ("-Xmx1g", f"{SHIPPED_JVM} -XX:+UseSerialGC {SHIPPED_SIZES} -Xmx1g"),
         # the JVM refuses two collectors: the user's choice replaces ours
-        ("-XX:+UseG1GC -Xmx2g", "-XX:TieredStopAtLevel=1 -XX:+UseG1GC -Xmx2g"),
+        ("-XX:+UseG1GC -Xmx2g", f"{SHIPPED_JVM} {SHIPPED_SIZES} -XX:+UseG1GC -Xmx2g"),
     ],
 )
 def test_mini_cluster_jvm_options_reach_jvm_args(
@@ -259,7 +263,7 @@ def test_mini_cluster_jvm_options_reach_jvm_args(
     from jobs.dlq_job import mini_cluster_jvm_options
 
     config = load_config(None, {})
-    assert config.local_jvm_options == ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+    assert " ".join(config.local_jvm_options) == (f"{SHIPPED_JVM} -XX:+UseSerialGC {SHIPPED_SIZES}")
     monkeypatch.delenv("PYFLINK_GATEWAY_PORT", raising=False)
     if theirs is None:
         monkeypatch.delenv("JVM_ARGS", raising=False)
@@ -277,7 +281,10 @@ def test_mini_cluster_jvm_options_reach_jvm_args(
 def test_local_jvm_options_must_be_options(tmp_path: Path) -> None:
     path = tmp_path / "job.yaml"
     text = (ROOT / "conf" / "job.yaml").read_text()
-    shipped = "local_jvm_options: [-XX:TieredStopAtLevel=1, -XX:+UseSerialGC]"
+    shipped = (
+        "local_jvm_options: [-XX:TieredStopAtLevel=1, -XX:+UseSerialGC, -Xmn512m, "
+        "-XX:MetaspaceSize=256m]"
+    )
     assert shipped in text
     path.write_text(text.replace(shipped, "local_jvm_options: -Xmx1g -Xss2m"))
     assert load_config(path, {}).local_jvm_options == ("-Xmx1g", "-Xss2m")
