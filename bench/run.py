@@ -13,8 +13,8 @@ every system alike:
 
 each K times (median, min, max of records/s) with the peak resident memory of all its
 processes (JVMs and Python workers included); then the job's throughput at 0%, 5% and 50%
-bad records, and at 5% with a tenth of the records. Writes bench/results/latest.json and
-prints a table.
+bad records, and at 5% with a tenth of the records (the plain loop too, for the ratio at
+that size). Writes bench/results/latest.json and prints a table.
 """
 
 from __future__ import annotations
@@ -445,6 +445,14 @@ def _latency(cfg: Path, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
+def system_run(name: str, base: Path, tmp: Path, tag: str) -> tuple[float, float, int]:
+    """One run of a system of bench/systems.py on ``base``: (records/s, peak RSS, records)."""
+    with fresh_outputs(base, tmp, tag) as cfg:
+        out, _, rss = measured([sys.executable, "-m", "bench.systems", name, str(cfg)])
+    res = json.loads(out.strip().splitlines()[-1])
+    return res["records"] / max(res["seconds"], 1e-3), rss, res["records"]
+
+
 def summary(rates: list[float], rss: list[float]) -> dict[str, Any]:
     return {
         "records_per_s": round(statistics.median(rates)),
@@ -493,11 +501,8 @@ def main() -> None:
         startup.append(start)
         walls["flink_job"].append((n / max(seconds, 1e-3), rss))
         for name in ("plain_loop", "kafka_io", "udfs_only"):
-            with fresh_outputs(base, tmp, f"b{os.getpid()}-{name}{r}") as cfg:
-                out, _, rss = measured([sys.executable, "-m", "bench.systems", name, str(cfg)])
-            res = json.loads(out.strip().splitlines()[-1])
-            walls[name].append((res["records"] / max(res["seconds"], 1e-3), rss))
-            processed[name] = res["records"]
+            rate, rss, processed[name] = system_run(name, base, tmp, f"b{os.getpid()}-{name}{r}")
+            walls[name].append((rate, rss))
         print(
             f"round {r + 1}/{args.runs}: "
             + ", ".join(f"{k} {v[-1][0]:,.0f}/s" for k, v in walls.items()),
@@ -515,14 +520,18 @@ def main() -> None:
     runs = {f"{share:.2f}": (n, dataset(n, share, tmp)) for share in (0.0, 0.05, 0.5)}
     runs["small"] = (small, dataset(small, args.bad_share, tmp))
     rates: dict[str, list[float]] = {key: [] for key in runs}
+    small_loop: list[float] = []  # the plain loop at the small size too: the ratio by size
     for r in range(args.runs):
         for key, (count, cfg) in runs.items():
             _, seconds, _ = flink_run(
                 cfg, tmp, f"b{os.getpid()}-share{key.replace('.', '')}-{r}", count
             )
             rates[key].append(count / max(seconds, 1e-3))
+        rate, _, _ = system_run("plain_loop", runs["small"][1], tmp, f"b{os.getpid()}-sloop{r}")
+        small_loop.append(rate)
     overhead = {key: round(statistics.median(rates[key])) for key in runs if key != "small"}
     scale = {str(small): round(statistics.median(rates["small"])), str(n): overhead["0.05"]}
+    loop_small = statistics.median(small_loop)
     lat = None if args.smoke else latency(tmp, systems["flink_job"]["records_per_s"] / 2)
 
     f = systems["flink_job"]["records_per_s"]
@@ -539,6 +548,12 @@ def main() -> None:
         "dlq_overhead": overhead,
         "dlq_overhead_at_5pct": round(1 - overhead["0.05"] / overhead["0.00"], 3),
         "scale": scale,
+        # flink_job / plain_loop at each size: the job's fixed costs per run (pipeline fill,
+        # the final checkpoint) weigh more in a shorter run
+        "ratio_by_size": {
+            str(small): round(scale[str(small)] / loop_small, 3),
+            str(n): round(f / systems["plain_loop"]["records_per_s"], 3),
+        },
         "latency": lat,
         "machine": {
             "cores": os.cpu_count(),
@@ -556,6 +571,7 @@ def main() -> None:
         )
     print(f"flink_job start-up: {systems['flink_job']['startup_s']} s; ratios {result['ratios']}")
     print(f"flink_job records/s by bad share ({n:,} records): {overhead}; by size: {scale}")
+    print(f"flink_vs_plain_loop by size: {result['ratio_by_size']}")
     if lat:
         print(
             f"latency at {lat['rate_per_s']}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms "

@@ -39,5 +39,6 @@ def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path
         "flink_vs_kafka_io",
     }
     assert set(report["dlq_overhead"]) == {"0.00", "0.05", "0.50"}
+    assert set(report["ratio_by_size"]) == set(report["scale"]) == {"1000", "2000"}
     assert report["machine"]["cores"] >= 1
     assert "flink_job" in proc.stdout  # the table
