@@ -6,7 +6,9 @@ Shared by the job (which writes envelopes) and the ``dlq`` tools (which read the
 from __future__ import annotations
 
 import base64
+import binascii
 import collections.abc
+import functools
 import traceback
 from datetime import UTC, datetime
 from types import TracebackType
@@ -25,7 +27,7 @@ _TRUNCATED = "...[truncated]...\n"
 
 
 def b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode("ascii")
+    return None if data is None else binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def unb64(text: str | None) -> bytes | None:
@@ -153,6 +155,7 @@ def replay_count(record: SourceRecord) -> int:
         return 0
 
 
+@functools.lru_cache(maxsize=16)  # the job stamps a whole batch's envelopes with one time
 def iso_ms(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

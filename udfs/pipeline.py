@@ -128,10 +128,11 @@ class FeedProcessor:
 
     def process(self, record: SourceRecord) -> Outcome:
         """Exactly one outcome for ``record``; never raises (bar KeyboardInterrupt)."""
-        outcome = self._attempt(record, self.clock())
+        now = self.clock()
+        outcome = self._attempt(record, now)
         if isinstance(outcome, Clean):
             return outcome
-        return self.fail(record, outcome.exc, outcome.attempts)
+        return self.fail(record, outcome.exc, outcome.attempts, now)
 
     def _attempt(self, record: SourceRecord, now: datetime) -> Clean | _Attempted:
         """The clean record, or the exception that stopped it (its envelope is built by the
@@ -163,8 +164,15 @@ class FeedProcessor:
         except Exception as exc:  # every failure becomes an envelope, none escapes
             return _Attempted(exc, attempts)
 
-    def fail(self, record: SourceRecord, exc: BaseException, attempts: int = 1) -> Failed:
-        """The envelope for a failed record. Falls back to a minimal one if building fails."""
+    def fail(
+        self,
+        record: SourceRecord,
+        exc: BaseException,
+        attempts: int = 1,
+        failed_at: datetime | None = None,
+    ) -> Failed:
+        """The envelope for a failed record (``failed_at``: when it was processed, default
+        now). Falls back to a minimal one if building fails."""
         category = classify(exc, self.retryable)
         try:
             env = build_envelope(
@@ -174,6 +182,7 @@ class FeedProcessor:
                 attempts=attempts,
                 job_name=self.job_name,
                 operator=self.operator,
+                failed_at=failed_at,
             )
             return Failed(record.key, encode(env), category)
         except Exception as inner:  # pragma: no cover - defence in depth
@@ -213,7 +222,7 @@ class FeedProcessor:
                 continue
             # an envelope carries the original headers: decode them for this record only
             record = record._replace(headers=decode_headers(headers))
-            failed = self.fail(record, outcome.exc, outcome.attempts)
+            failed = self.fail(record, outcome.exc, outcome.attempts, now)
             counts[str(failed.category)] += 1
             results.append(
                 (DLQ_SIDE, sink_frame(failed.key, failed.envelope, headers, record.partition))
