@@ -55,7 +55,7 @@ def loop(config: JobConfig, process: bool) -> dict[str, Any]:
         {
             **config.kafka.librdkafka(),
             "transactional.id": f"bench-{uuid.uuid4()}",
-            "linger.ms": 20,
+            "linger.ms": 100,  # what the job's sinks use (conf/job.yaml kafka.sink)
             "batch.size": 1_000_000,
             "log_level": "3",
         }

@@ -205,12 +205,12 @@ def test_stacktrace_is_what_python_prints_also_when_reused(kind: str) -> None:
 def test_client_properties_are_read_and_credentials_refused(tmp_path: Path) -> None:
     config = load_config(None, {})
     assert config.source_properties["fetch.min.bytes"] == "65536"
-    assert config.sink_properties["linger.ms"] == "20"
+    assert config.sink_properties["linger.ms"] == "100"
     path = tmp_path / "job.yaml"
     path.write_text(
         (ROOT / "conf" / "job.yaml")
         .read_text()
-        .replace("    linger.ms: 20\n", "    linger.ms: 20\n    sasl.jaas.config: secret\n")
+        .replace("    linger.ms: 100\n", "    linger.ms: 100\n    sasl.jaas.config: secret\n")
     )
     with pytest.raises(ConfigError, match=r"kafka\.sink.*sasl\.jaas\.config") as e:
         load_config(path, {})
