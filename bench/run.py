@@ -89,16 +89,22 @@ def measured(cmd: list[str]) -> tuple[str, float, float]:
     return out, wall, rss.peak / 2**20
 
 
-def dataset(records: int, bad_share: float, tmp: Path) -> Path:
-    """A config whose input topics hold the data set; produced once, reused after."""
-    ident = f"bench-{records}-{int(bad_share * 1000)}"
+def bench_config(tmp: Path, ident: str, inputs: str) -> Path:
+    """A copy of conf/job.yaml (checkpoint interval as shipped) reading ``<inputs>.<feed>``."""
     _, tree = make_job_config(
         tmp, BOOTSTRAP, **{"job.group_id": ident, "checkpoint.interval_ms": PRODUCT_CHECKPOINT_MS}
     )
     for feed in FEEDS:
-        tree["topics"][feed]["input"] = f"{ident}.{feed}"
+        tree["topics"][feed]["input"] = f"{inputs}.{feed}"
     path = tmp / f"{ident}.json"
     path.write_text(json.dumps(tree))
+    return path
+
+
+def dataset(records: int, bad_share: float, tmp: Path) -> Path:
+    """A config whose input topics hold the data set; produced once, reused after."""
+    ident = f"bench-{records}-{int(bad_share * 1000)}"
+    path = bench_config(tmp, ident, ident)
     config = load_config(path)
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
     ensure_project_topics(config, admin)
@@ -360,13 +366,7 @@ def latency(tmp: Path, rate: float, seconds: float = 30.0) -> dict[str, Any]:
     must come through before the measured phase starts (job start-up is not latency).
     """
     tag = f"b{os.getpid()}-latency"
-    _, tree = make_job_config(
-        tmp, BOOTSTRAP, **{"job.group_id": tag, "checkpoint.interval_ms": PRODUCT_CHECKPOINT_MS}
-    )
-    for feed in FEEDS:
-        tree["topics"][feed]["input"] = f"{tag}.in.{feed}"
-    base = tmp / f"{tag}-base.json"
-    base.write_text(json.dumps(tree))
+    base = bench_config(tmp, f"{tag}-base", f"{tag}.in")
     with fresh_outputs(base, tmp, tag) as cfg:
         try:
             return _latency(cfg, rate, seconds)
