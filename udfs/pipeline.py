@@ -175,27 +175,29 @@ class FeedProcessor:
         now). Falls back to a minimal one if building fails."""
         category = classify(exc, self.retryable)
         try:
-            env = build_envelope(
-                record,
-                exc,
-                category,
-                attempts=attempts,
-                job_name=self.job_name,
-                operator=self.operator,
-                failed_at=failed_at,
-            )
-            return Failed(record.key, encode(env), category)
+            return self._envelope(record, exc, category, attempts, failed_at)
         except Exception as inner:  # pragma: no cover - defence in depth
             inner.__context__ = exc
-            env = build_envelope(
-                record,
-                inner,
-                Category.PROCESSING,
-                attempts=attempts,
-                job_name=self.job_name,
-                operator=self.operator,
-            )
-            return Failed(record.key, encode(env), Category.PROCESSING)
+            return self._envelope(record, inner, Category.PROCESSING, attempts, failed_at)
+
+    def _envelope(
+        self,
+        record: SourceRecord,
+        exc: BaseException,
+        category: Category,
+        attempts: int,
+        failed_at: datetime | None,
+    ) -> Failed:
+        env = build_envelope(
+            record,
+            exc,
+            category,
+            attempts=attempts,
+            job_name=self.job_name,
+            operator=self.operator,
+            failed_at=failed_at,
+        )
+        return Failed(record.key, encode(env), category)
 
     def process_batch(self, batch: bytes) -> tuple[bytes, Counter[str]]:
         """The result batch for a batch of source frames, and its outcomes counted by kind
