@@ -342,10 +342,11 @@ def mini_cluster_jvm_options(config: JobConfig) -> None:
         return
     theirs = os.environ.get("JVM_ARGS", "").split()
 
-    def picks_gc(opts: Sequence[str]) -> bool:
-        return any(o.startswith("-XX:+Use") and o.endswith("GC") for o in opts)
+    def picks_gc(option: str) -> bool:
+        return option.startswith("-XX:+Use") and option.endswith("GC")
 
-    ours = [o for o in config.local_jvm_options if not (picks_gc([o]) and picks_gc(theirs))]
+    they_pick_gc = any(picks_gc(o) for o in theirs)
+    ours = [o for o in config.local_jvm_options if not (they_pick_gc and picks_gc(o))]
     os.environ["JVM_ARGS"] = " ".join([*ours, *theirs])
 
 
