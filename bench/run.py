@@ -168,6 +168,21 @@ def fresh_outputs(base: Path, tmp: Path, tag: str) -> Iterator[Path]:
         drop_topics(outputs)
 
 
+def rest(base: str, path: str, body: bytes | None = None) -> Any:
+    """A call to the job's REST API: GET, or POST ``body`` as JSON; the parsed answer."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{base}{path}", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as r:
+        return json.load(r)
+
+
+def running_jobs(base: str) -> list[str]:
+    return [j["id"] for j in rest(base, "/jobs")["jobs"] if j["status"] == "RUNNING"]
+
+
 class FirstRead(threading.Thread):
     """When the job's sources read their first record: Flink's REST metrics, polled.
 
@@ -182,37 +197,33 @@ class FirstRead(threading.Thread):
         self.read: float | None = None
         self.stop = threading.Event()
 
-    def _get(self, path: str) -> Any:
-        import urllib.request
-
-        with urllib.request.urlopen(f"{self.rest}{path}", timeout=5) as r:
-            return json.load(r)
-
-    def _metrics(self) -> list[str]:
-        """REST paths of the source operators' record counters, once the job runs."""
+    def _metrics(self) -> list[str] | None:
+        """REST paths of the source operators' record counters, once every source has them
+        (None before: the first read may come from a source that shows up later)."""
         paths = []
-        for job in self._get("/jobs")["jobs"]:
-            if job["status"] != "RUNNING":
-                continue
-            for vertex in self._get(f"/jobs/{job['id']}")["vertices"]:
-                base = f"/jobs/{job['id']}/vertices/{vertex['id']}/subtasks/metrics"
+        for job in running_jobs(self.rest):
+            vertices = rest(self.rest, f"/jobs/{job}")["vertices"]
+            for vertex in vertices:
+                base = f"/jobs/{job}/vertices/{vertex['id']}/subtasks/metrics"
                 names = [
                     m["id"]
-                    for m in self._get(base)
+                    for m in rest(self.rest, base)
                     if m["id"].startswith("Source__") and m["id"].endswith(".numRecordsOut")
                 ]
                 if names:
                     paths.append(f"{base}?get={','.join(names)}&agg=sum")
-        return paths
+            if len(paths) == sum(v["name"].startswith("Source:") for v in vertices):
+                return paths
+        return None
 
     def run(self) -> None:
-        paths: list[str] = []
+        paths: list[str] | None = None
         last_none = time.monotonic()
         while not self.stop.is_set():
             polled = time.monotonic()
             try:
                 paths = paths or self._metrics()
-                read = sum(m.get("sum", 0) for p in paths for m in self._get(p))
+                read = sum(m.get("sum", 0) for p in paths or [] for m in rest(self.rest, p))
             except (OSError, ValueError, KeyError):
                 read = 0
             if read > 0:
@@ -255,21 +266,11 @@ class OutputWatch(threading.Thread):
 
     def _checkpoint(self, last: float) -> float:
         """Triggers a checkpoint of the running job, at most once a second."""
-        import urllib.request
-
         if time.monotonic() - last < 1.0:
             return last
         with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-            with urllib.request.urlopen(f"{self.rest}/jobs", timeout=5) as r:
-                jobs = [j["id"] for j in json.load(r)["jobs"] if j["status"] == "RUNNING"]
-            for job in jobs:
-                req = urllib.request.Request(
-                    f"{self.rest}/jobs/{job}/checkpoints",
-                    data=b"{}",
-                    headers={"Content-Type": "application/json"},
-                    method="POST",
-                )
-                urllib.request.urlopen(req, timeout=5).close()
+            for job in running_jobs(self.rest):
+                rest(self.rest, f"/jobs/{job}/checkpoints", b"{}")
         return time.monotonic()
 
     def run(self) -> None:
