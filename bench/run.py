@@ -40,7 +40,7 @@ from confluent_kafka.admin import AdminClient
 
 from dlq.admin import ensure_project_topics
 from dlq.sample import generate
-from dlq.scan import consumer as scan_consumer
+from kafkaio.scan import consumer as scan_consumer
 from tests.kafka_helpers import free_port, make_job_config, start_job
 from udfs.config import FEEDS, ROOT, load_config
 

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from dlq.scan import read_to_end
+from kafkaio.scan import read_to_end
 from udfs.config import FEEDS, JobConfig, load_config
 from udfs.frames import SourceRecord
 from udfs.pipeline import Clean, FeedProcessor

@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 
 from dlq.sample import generate
-from dlq.scan import topic_size
+from kafkaio.scan import topic_size
 from udfs.config import FEEDS, ROOT, JobConfig
 
 

@@ -19,8 +19,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from dlq.replay import load_ledger
-from dlq.scan import DlqRecord, Message, headers_of
 from dlq.stats import TopicStats
+from kafkaio.scan import DlqRecord, Message, headers_of
 from udfs.config import JobConfig
 from udfs.envelope import EnvelopeError, decode
 

@@ -17,7 +17,7 @@ import orjson
 import yaml
 from confluent_kafka import KafkaError, Producer
 
-from dlq.scan import Message, read_to_end
+from kafkaio.scan import Message, read_to_end
 from udfs.config import load_config
 from udfs.frames import SourceRecord
 from udfs.pipeline import Failed, FeedProcessor

@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient
 
 from dlq.admin import ensure_project_topics
 from dlq.sample import generate
-from dlq.scan import consumer
+from kafkaio.scan import consumer
 from tests.e2e.conftest import CLUSTER
 from tests.kafka_helpers import ROOT, make_job_config, read_all, source_position
 from udfs.config import load_config

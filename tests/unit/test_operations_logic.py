@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import orjson
 
 from dlq.replay import Selection, replay_headers
-from dlq.scan import DlqRecord, Message
+from kafkaio.scan import DlqRecord, Message
 from dlq.stats import TopicStats, analyze, fingerprint, normalise_message
 from udfs.envelope import build_envelope
 from udfs.errors import Category, ValidationError
