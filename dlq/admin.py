@@ -148,6 +148,12 @@ def check_topic_access(
 
 def topic_max_message_bytes(client: AdminClient, topic: str, timeout_s: float = 30) -> int:
     """The effective max.message.bytes of a topic (retried while a new topic propagates)."""
+    value = topic_config(client, topic, "max.message.bytes", timeout_s)
+    return int(value) if value else KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+
+
+def topic_config(client: AdminClient, topic: str, name: str, timeout_s: float = 30) -> str | None:
+    """The effective value of one topic setting (retried while a new topic propagates)."""
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     deadline = time.monotonic() + timeout_s
     while True:
@@ -158,10 +164,16 @@ def topic_max_message_bytes(client: AdminClient, topic: str, timeout_s: float = 
             if e.args[0].name() != "UNKNOWN_TOPIC_OR_PART" or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-    entry = configs.get("max.message.bytes")
-    return (
-        int(entry.value) if entry is not None and entry.value else (KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
-    )
+    entry = configs.get(name)
+    return None if entry is None else entry.value
+
+
+def retention_ms(client: AdminClient, topic: str) -> int | None:
+    """How long ``topic`` keeps a record, in ms; None when it never deletes by time (or is
+    compacted only)."""
+    policy = topic_config(client, topic, "cleanup.policy") or "delete"
+    value = int(topic_config(client, topic, "retention.ms") or -1)
+    return value if "delete" in policy and value >= 0 else None
 
 
 def create_topics(client: AdminClient, specs: Iterable[TopicSpec]) -> dict[str, str]:
@@ -228,11 +240,14 @@ def ensure_project_topics(config: JobConfig, client: AdminClient) -> list[tuple[
 
     Inputs get ``config.partitions``; each clean topic and DLQ its input's partition count,
     with a max.message.bytes of :func:`clean_bound` and :func:`envelope_bound` of the input's
-    limit; the parking lot takes the largest DLQ limit (it holds envelopes). Returns (topic,
-    state, max bytes).
+    limit; the parking lot takes the largest DLQ limit (it holds envelopes). The DLQs and the
+    parking lot keep their records for ever (``topics.dlq_retention_ms``: -1) and the ledger
+    is compacted. Returns (topic, state, max bytes).
     """
     inputs = [TopicSpec(t.input, config.partitions, {}) for t in config.feeds.values()]
     states = create_topics(client, inputs)
+    # What the DLQs and the parking lot hold stays until an operator decides otherwise.
+    keep = {"retention.ms": str(config.dlq_retention_ms), "retention.bytes": "-1"}
     md = client.list_topics(timeout=30)
     outputs: list[TopicSpec] = []
     for topics in config.feeds.values():
@@ -241,10 +256,12 @@ def ensure_project_topics(config: JobConfig, client: AdminClient) -> list[tuple[
         clean = str(clean_bound(input_limit))
         outputs.append(TopicSpec(topics.clean, partitions, {"max.message.bytes": clean}))
         dlq = str(envelope_bound(input_limit))
-        outputs.append(TopicSpec(topics.dlq, partitions, {"max.message.bytes": dlq}))
+        outputs.append(TopicSpec(topics.dlq, partitions, {"max.message.bytes": dlq, **keep}))
     dlqs = [s for s in outputs if s.name in config.dlq_topics]
     parking_limit = max(int(s.config["max.message.bytes"]) for s in dlqs)
-    outputs.append(TopicSpec(config.parking_topic, 1, {"max.message.bytes": str(parking_limit)}))
+    outputs.append(
+        TopicSpec(config.parking_topic, 1, {"max.message.bytes": str(parking_limit), **keep})
+    )
     # One small entry per replayed record; compaction keeps the latest per DLQ position.
     outputs.append(TopicSpec(config.ledger_topic, 1, {"cleanup.policy": "compact"}))
     states.update(create_topics(client, outputs))

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
-from dlq.replay import Replayer, Summary
+from dlq.replay import Replayer
 from udfs.config import DEFAULT_CONFIG, ConfigError, JobConfig, load_config
+from udfs.errors import Category
 
 ENV_HELP = (
     "Environment: KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, "
@@ -81,16 +83,28 @@ def topics(obj: Context) -> None:
     """Create the input, clean, DLQ and parking topics (idempotent)."""
     from confluent_kafka import KafkaException
 
-    from dlq.admin import admin_client, ensure_project_topics, wait_for_broker
+    from dlq.admin import admin_client, ensure_project_topics, retention_ms, wait_for_broker
 
     conf = obj.config.kafka.librdkafka()
+    keep = [*obj.config.dlq_topics, obj.config.parking_topic]
     try:
         wait_for_broker(conf, 30)
-        rows = ensure_project_topics(obj.config, admin_client(conf))
+        client = admin_client(conf)
+        rows = ensure_project_topics(obj.config, client)
+        deleting = {t: retention_ms(client, t) for t in keep}
     except (KafkaException, TimeoutError, ConnectionError) as e:
         fail(str(e))
     for name, state, max_bytes in rows:
         click.echo(f"{name:<32} {state:<8} max.message.bytes={max_bytes}")
+    for name, ms in deleting.items():
+        if ms is not None:
+            click.echo(
+                f"dlq: warning: {name} deletes records after {ms / 86_400_000:g} days "
+                f"(retention.ms={ms}): what nobody looked at by then is lost. Keep them: "
+                f"kafka-configs --alter --entity-type topics --entity-name {name} "
+                "--add-config retention.ms=-1",
+                err=True,
+            )
 
 
 @cli.command(epilog=ENV_HELP)
@@ -156,27 +170,35 @@ def stats(
     import orjson
     from confluent_kafka import KafkaException
 
+    from dlq.admin import admin_client, retention_ms
     from dlq.replay import load_ledger
-    from dlq.scan import read_dlq
     from dlq.stats import TopicStats
+    from ingest.spool import SpoolError, open_spool, summarise
+    from kafkaio.scan import read_dlq
 
     _check_broker(obj, _dlq_topics(obj, topic))
     now_ms = int(time.time() * 1000)
     result: dict[str, dict[str, object]] = {}
     try:
+        client = admin_client(_conf(obj))
         for name in _dlq_topics(obj, topic):
             figures = TopicStats(name, window_s=window)
             for rec in read_dlq(_conf(obj), [name]):
                 figures.add(rec)
-            row = figures.as_dict(now_ms)
+            row = figures.as_dict(now_ms, retention_ms(client, name))
             row["replayed"] = len(load_ledger(_conf(obj), obj.config.ledger_topic, name))
             result[name] = row
     except (KafkaException, TimeoutError, ConnectionError) as e:
         fail(str(e))
+    try:
+        spooled: dict[str, Any] = summarise(open_spool(obj.config.ingest.spool)).as_dict()
+    except SpoolError as e:
+        spooled = {"location": obj.config.ingest.spool, "error": str(e)}
     if as_json:
-        click.echo(orjson.dumps({"topics": result, "threshold": threshold}).decode())
+        doc = {"topics": result, "spool": spooled, "threshold": threshold}
+        click.echo(orjson.dumps(doc).decode())
     else:
-        _print_stats(result, window)
+        _print_stats(result, spooled, window)
     over = [
         t
         for t, row in result.items()
@@ -187,7 +209,9 @@ def stats(
         sys.exit(EXIT_FAILED)
 
 
-def _print_stats(result: dict[str, dict[str, object]], window: float) -> None:
+def _print_stats(
+    result: dict[str, dict[str, object]], spooled: dict[str, Any], window: float
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -199,6 +223,7 @@ def _print_stats(result: dict[str, dict[str, object]], window: float) -> None:
         f"growth/min ({window:.0f} s)",
         "oldest",
         "newest",
+        "oldest expires",
         "by category",
         "top types",
     ):
@@ -215,10 +240,27 @@ def _print_stats(result: dict[str, dict[str, object]], window: float) -> None:
             f"{row['growth_per_min']}",
             str(row["oldest"] or "-"),
             str(row["newest"] or "-"),
+            str(row["oldest_expires_at"] or "never"),
             ", ".join(f"{k} {v}" for k, v in sorted(cats.items())) or "-",
             ", ".join(f"{k} {v}" for k, v in top) or "-",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if "error" in spooled:
+        console.print(f"spool {spooled['location']}: {spooled['error']}")
+    else:
+        console.print(
+            f"spool {spooled['location']}: {spooled['records']:,} records in "
+            f"{spooled['segments']:,} segments, oldest {spooled['oldest'] or '-'}"
+            + (
+                f", {spooled['possibly_persisted']:,} possibly persisted already"
+                if spooled["possibly_persisted"]
+                else ""
+            )
+            + (" (run `dlq spool drain`)" if spooled["records"] else "")
+        )
+        for problem in spooled["problems"]:
+            console.print(f"  {problem}")
 
 
 @cli.command(epilog=ENV_HELP)
@@ -237,9 +279,9 @@ def analyze(obj: Context, topic: str | None, as_json: bool, plot: Path | None, t
     import orjson
     from confluent_kafka import KafkaException
 
-    from dlq.scan import read_dlq
     from dlq.stats import analyze as group_failures
     from dlq.stats import iso
+    from kafkaio.scan import read_dlq
 
     _check_broker(obj, _dlq_topics(obj, topic))
     try:
@@ -359,7 +401,7 @@ def _parse_offsets(values: tuple[str, ...]) -> dict[int, tuple[int, int]] | None
 @click.option("--topic", required=True, help="The DLQ topic to replay from.")
 @click.option(
     "--category",
-    type=click.Choice(["deserialization", "validation", "processing", "transient"]),
+    type=click.Choice([str(c) for c in Category]),
     default=None,
 )
 @click.option("--error-type", default=None, help="Only this error type (e.g. ValidationError).")
@@ -449,7 +491,13 @@ def replay(
         max_request_size=obj.config.kafka.max_request_size,
     )
     try:
-        summary = _run_with_progress(replayer, show=sys.stderr.isatty() and not as_json)
+        summary = _with_progress(
+            "replay",
+            replayer.dlq_topic,
+            replayer.total,
+            replayer.run,
+            show=sys.stderr.isatty() and not as_json,
+        )
     except (KafkaException, TimeoutError, ConnectionError) as e:
         fail(f"replay stopped: {e}")
     doc = summary.as_dict(with_records=dry_run)
@@ -470,16 +518,91 @@ def replay(
         sys.exit(EXIT_FAILED)
 
 
-def _run_with_progress(replayer: Replayer, show: bool) -> Summary:
+T = TypeVar("T")
+
+
+def _with_progress(
+    verb: str,
+    what: str,
+    total: Callable[[], int],
+    run: Callable[..., T],
+    show: bool,
+) -> T:
+    """``run(progress=...)`` with a progress bar on a terminal (``total()`` sizes it)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     if not show:
-        return replayer.run()
+        return run()
     with Progress(
-        TextColumn("replay {task.description}"), BarColumn(), MofNCompleteColumn(), transient=True
+        TextColumn(f"{verb} {{task.description}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        transient=True,
     ) as bar:
-        task = bar.add_task(replayer.dlq_topic, total=replayer.total())
-        return replayer.run(progress=lambda n: bar.advance(task, n))
+        task = bar.add_task(what, total=total())
+        return run(progress=lambda n: bar.advance(task, n))
+
+
+@cli.group()
+def spool() -> None:
+    """The ingest producers' spool: records that reached neither their topic nor their DLQ."""
+
+
+@spool.command(epilog=ENV_HELP)
+@click.option(
+    "--spool",
+    "location",
+    default=None,
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="The spool [default: ingest.spool of the config, or MARKETLAG_SPOOL].",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be sent; write nothing.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="At most this many records per second.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The summary as one JSON document.")
+@click.pass_obj
+def drain(
+    obj: Context, location: str | None, dry_run: bool, rate: float | None, as_json: bool
+) -> None:
+    """Send spooled records to their topics (envelopes to their DLQ), exactly once."""
+    import orjson
+    from confluent_kafka import KafkaException
+
+    from ingest.drain import Drainer, DrainError
+    from ingest.spool import SpoolError, open_spool
+
+    _check_broker(obj)
+    drainer = Drainer(
+        _conf(obj),
+        open_spool(location or obj.config.ingest.spool),
+        ledger_topic=obj.config.ledger_topic,
+        dry_run=dry_run,
+        rate=rate,
+        max_request_size=obj.config.kafka.max_request_size,
+    )
+    try:
+        summary = _with_progress(
+            "drain",
+            drainer.spool.location,
+            drainer.total,
+            drainer.run,
+            show=sys.stderr.isatty() and not as_json,
+        )
+    except (KafkaException, TimeoutError, ConnectionError, SpoolError, DrainError) as e:
+        fail(f"drain stopped: {e}")
+    doc = summary.as_dict(with_records=dry_run)
+    if as_json:
+        click.echo(orjson.dumps(doc).decode())
+    else:
+        for r in summary.records:
+            click.echo(f"would send {r['id']} ({r['kind']}, {r['bytes']} bytes) -> {r['topic']}")
+        for line in summary.problems:
+            click.echo(f"skipped: {line}", err=True)
+        click.echo(" ".join(f"{k}={v}" for k, v in doc.items() if k not in ("problems", "records")))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """Replay DLQ records to their original topic, exactly once.
 
 Each replayed record is written together with an entry in the replay ledger (a compacted
-topic keyed by the DLQ position) in one Kafka transaction. A replay reads the ledger first and
+topic keyed by the DLQ topic's id and the record's position: ``kafkaio.ledger``) in one Kafka
+transaction. A replay reads the ledger first and
 skips what it lists, so a replay killed at any point and run again writes every selected
 record exactly once, and a later replay with another selection never repeats one either. The
 transactional id is fixed per DLQ topic: a second replay of the same topic fences the first.
@@ -19,9 +20,12 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from dlq.scan import DlqRecord, consumer, read_dlq, read_to_end, topic_size
 from dlq.stats import fingerprint, parse_time
-from udfs.envelope import REPLAY_COUNT_HEADER, original
+from ingest.spool import SpoolError, fetch_claim
+from kafkaio import ledger
+from kafkaio.ledger import topic_id
+from kafkaio.scan import DlqRecord, consumer, read_dlq, topic_size
+from udfs.envelope import REPLAY_COUNT_HEADER, EnvelopeError, original
 
 FixFunction = Callable[[bytes | None, dict[str, Any]], bytes | None]
 TRANSACTION_RECORDS = 500
@@ -85,22 +89,10 @@ class Summary:
         return out
 
 
-def ledger_key(topic: str, partition: int, offset: int) -> bytes:
-    return f"{topic}:{partition}:{offset}".encode()
-
-
 def load_ledger(conf: Mapping[str, str], ledger_topic: str, dlq_topic: str) -> set[bytes]:
-    """DLQ positions of ``dlq_topic`` already handled by a committed replay."""
-    prefix = f"{dlq_topic}:".encode()
-    done: set[bytes] = set()
-    for msg in read_to_end(conf, [ledger_topic]):
-        if msg.key is None or not msg.key.startswith(prefix):
-            continue
-        if msg.value is None:  # a tombstone un-does an entry (manual re-enable)
-            done.discard(msg.key)
-        else:
-            done.add(msg.key)
-    return done
+    """Ledger keys of the records of ``dlq_topic`` (as it exists now) a committed replay
+    handled."""
+    return ledger.load(conf, ledger_topic, ledger.dlq_prefix(dlq_topic, topic_id(conf, dlq_topic)))
 
 
 def replay_headers(
@@ -164,13 +156,14 @@ class Replayer:
             # Fences a replay of this topic still running elsewhere and aborts the open
             # transaction of one that was killed, before the ledger is read.
             producer.init_transactions(60)
-        done = load_ledger(self.conf, self.ledger_topic, self.dlq_topic)
+        dlq_id = topic_id(self.conf, self.dlq_topic)
+        done = ledger.load(self.conf, self.ledger_topic, ledger.dlq_prefix(self.dlq_topic, dlq_id))
         txn_open, in_txn, txn_started, written = False, 0, 0.0, 0
         started = time.monotonic()
         try:
             for rec in self._records():
                 progress(1)
-                key = ledger_key(*rec.message.position)
+                key = ledger.dlq_key(self.dlq_topic, dlq_id, *rec.message.position[1:])
                 if rec.envelope is None:
                     self.summary.not_envelopes += 1
                     continue
@@ -248,7 +241,14 @@ class Replayer:
             )
             self.summary.parked += 1
             return "parked"
-        orig = original(env)
+        try:
+            orig = original(env, fetch_claim)
+        except (SpoolError, EnvelopeError) as e:
+            self.summary.failed += 1
+            self.summary.errors.append(
+                f"{rec.message.topic}:{rec.message.partition}:{rec.message.offset}: {e}"
+            )
+            return None
         value = orig.value
         if self.fix is not None:
             try:
@@ -275,7 +275,7 @@ class Replayer:
             "value": value,
             "headers": replay_headers(orig.headers, count + 1),
         }
-        if self.to is None:
+        if self.to is None and orig.partition is not None:
             kwargs["partition"] = orig.partition
         producer.produce(self.to or orig.topic, **kwargs)
         self.summary.replayed += 1

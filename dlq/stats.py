@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dlq.scan import DlqRecord
+from kafkaio.scan import DlqRecord
 
 DEFAULT_WINDOW_S = 300.0
 
@@ -73,6 +73,7 @@ class TopicStats:
     by_type: Counter[str] = field(default_factory=Counter)
     oldest: datetime | None = None
     newest: datetime | None = None
+    first_written_ms: int | None = None  # the oldest record's Kafka timestamp
     recent: deque[int] = field(default_factory=deque)  # DLQ write times (ms) in the window
 
     def add(self, rec: DlqRecord) -> None:
@@ -80,6 +81,8 @@ class TopicStats:
         ts = rec.message.timestamp
         if ts is not None:
             self.recent.append(ts)
+            if self.first_written_ms is None or ts < self.first_written_ms:
+                self.first_written_ms = ts
         env = rec.envelope
         if env is None:
             self.not_envelopes += 1
@@ -99,8 +102,16 @@ class TopicStats:
             self.recent.popleft()
         return sum(1 for t in self.recent if t >= cutoff) / (self.window_s / 60)
 
-    def as_dict(self, now_ms: int) -> dict[str, Any]:
+    def expires_at(self, retention_ms: int | None) -> datetime | None:
+        """When Kafka may delete the oldest record under ``retention_ms`` (None: never)."""
+        if retention_ms is None or self.first_written_ms is None:
+            return None
+        return datetime.fromtimestamp((self.first_written_ms + retention_ms) / 1000, UTC)
+
+    def as_dict(self, now_ms: int, retention_ms: int | None = None) -> dict[str, Any]:
         return {
+            "retention_ms": retention_ms,
+            "oldest_expires_at": iso(self.expires_at(retention_ms)),
             "count": self.count,
             "by_category": dict(self.by_category),
             "by_type": dict(self.by_type),

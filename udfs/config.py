@@ -127,6 +127,20 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    """The ingest producers' settings (``ingest`` in conf/job.yaml; SPEC section 9)."""
+
+    # Where records wait that reached neither their topic nor their DLQ: a directory
+    # (relative to the working directory) or s3://bucket/prefix. MARKETLAG_SPOOL overrides it.
+    spool: str = "var/spool"
+    # How long ``send`` waits for the input topic's acknowledgements, then for the DLQ's.
+    delivery_timeout_ms: int = 30_000
+    dlq_timeout_ms: int = 10_000
+    # Extra librdkafka producer settings (no credentials: those come from the environment).
+    producer: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class JobConfig:
     """Everything the job and the tools read from ``conf/job.yaml`` and the environment."""
 
@@ -152,6 +166,10 @@ class JobConfig:
     sink_properties: Mapping[str, str] = field(default_factory=dict)
     # JVM options of the embedded mini-cluster only (flink.local_jvm_options).
     local_jvm_options: tuple[str, ...] = ()
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    # retention.ms of the DLQ topics and the parking lot that `dlq topics` creates
+    # (-1: never deleted by time or size).
+    dlq_retention_ms: int = -1
 
     @property
     def dlq_topics(self) -> tuple[str, ...]:
@@ -208,6 +226,15 @@ def _jvm_options(tree: Mapping[str, Any], path: str) -> tuple[str, ...]:
     ):
         raise ConfigError(f"setting '{path}' must be a list of JVM options such as -Xmx1g")
     return tuple(value)
+
+
+def _retention(tree: Mapping[str, Any], path: str) -> int:
+    value = _get(tree, path, -1)
+    if value is None:
+        return -1
+    if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
+        raise ConfigError(f"setting '{path}' must be -1 (keep for ever) or milliseconds > 0")
+    return value
 
 
 # Environment variables that hold secrets (SPEC section 6).
@@ -299,6 +326,15 @@ def load_config(
         source_properties=_properties(tree, "kafka.source"),
         sink_properties=_properties(tree, "kafka.sink"),
         local_jvm_options=_jvm_options(tree, "flink.local_jvm_options"),
+        ingest=IngestConfig(
+            spool=env.get("MARKETLAG_SPOOL") or str(_get(tree, "ingest.spool", IngestConfig.spool)),
+            delivery_timeout_ms=_int(
+                tree, "ingest.delivery_timeout_ms", IngestConfig.delivery_timeout_ms, 1
+            ),
+            dlq_timeout_ms=_int(tree, "ingest.dlq_timeout_ms", IngestConfig.dlq_timeout_ms, 1),
+            producer=_properties(tree, "ingest.producer"),
+        ),
+        dlq_retention_ms=_retention(tree, "topics.dlq_retention_ms"),
         batch=BatchConfig(
             max_records=_int(tree, "batch.max_records", 1000, 1),
             max_bytes=_int(tree, "batch.max_bytes", 1024 * 1024, 1),

@@ -10,6 +10,7 @@ import binascii
 import collections.abc
 import functools
 import traceback
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -160,6 +161,24 @@ def iso_ms(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _source(
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    timestamp: int | None,
+    key: bytes | None,
+    headers: Iterable[tuple[str, bytes | None]],
+) -> dict[str, Any]:
+    return {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "timestamp": timestamp,
+        "key_b64": b64(key),
+        "headers": [[name, b64(value)] for name, value in headers],
+    }
+
+
 def build_envelope(
     record: SourceRecord,
     exc: BaseException,
@@ -174,14 +193,14 @@ def build_envelope(
     field = getattr(exc, "field", None)
     return {
         "schema": SCHEMA,
-        "source": {
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "timestamp": record.timestamp,
-            "key_b64": b64(record.key),
-            "headers": [[name, b64(value)] for name, value in record.headers],
-        },
+        "source": _source(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp,
+            record.key,
+            record.headers,
+        ),
         "payload_b64": b64(record.value),
         "payload_text": as_text(record.value),
         "error": {
@@ -195,6 +214,60 @@ def build_envelope(
         "failed_at": iso_ms(failed_at or datetime.now(UTC)),
         "job": {"name": job_name, "operator": operator},
         "replay": {"count": replay_count(record)},
+    }
+
+
+def build_delivery_envelope(
+    *,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Iterable[tuple[str, bytes | None]],
+    timestamp: int | None,
+    error_name: str,
+    message: str,
+    retriable: bool,
+    possibly_persisted: bool,
+    attempts: int,
+    producer: str,
+    failed_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The envelope of a record an ingest producer could not deliver to ``topic``.
+
+    Category ``delivery``: ``source.topic`` is the intended topic, its partition and offset are
+    null (the record never got a position), ``error.type`` is the Kafka error name.
+    ``possibly_persisted`` is librdkafka's word that the record may have been written all the
+    same (it was sent and no answer came): replaying it may then make a duplicate.
+    """
+    return {
+        "schema": SCHEMA,
+        "source": _source(topic, None, None, timestamp, key, headers),
+        "payload_b64": b64(value),
+        "payload_text": as_text(value),
+        "error": {
+            "category": str(Category.DELIVERY),
+            "type": error_name,
+            "message": cap_utf8(message or error_name, MAX_MESSAGE_CHARS, keep_tail=False),
+            "field": None,
+            "stacktrace": None,
+            "retriable": retriable,
+            "possibly_persisted": possibly_persisted,
+        },
+        "attempts": attempts,
+        "failed_at": iso_ms(failed_at or datetime.now(UTC)),
+        "job": {"name": producer, "operator": "ingest-producer"},
+        "replay": {"count": 0},
+    }
+
+
+def claim_checked(envelope: dict[str, Any], uri: str, sha256: str) -> dict[str, Any]:
+    """The envelope with its payload stored aside: a reference instead of the bytes."""
+    size = len(unb64(envelope.get("payload_b64")) or b"")
+    return {
+        **envelope,
+        "payload_b64": None,
+        "payload_text": None,
+        "payload_ref": {"uri": uri, "sha256": sha256, "size": size},
     }
 
 
@@ -217,15 +290,28 @@ def decode(data: bytes) -> dict[str, Any]:
     return env
 
 
-def original(envelope: dict[str, Any]) -> SourceRecord:
-    """The exact original record of an envelope."""
+def original(
+    envelope: dict[str, Any], resolve: Callable[[str, str], bytes] | None = None
+) -> SourceRecord:
+    """The exact original record of an envelope.
+
+    A claim-checked envelope (``payload_ref``) carries no payload: ``resolve(uri, sha256)``
+    fetches it from where it was stored aside.
+    """
     src = envelope["source"]
+    ref = envelope.get("payload_ref")
+    if isinstance(ref, dict) and envelope.get("payload_b64") is None:
+        if resolve is None:
+            raise EnvelopeError("the payload is stored aside (payload_ref); nothing resolves it")
+        value: bytes | None = resolve(str(ref["uri"]), str(ref["sha256"]))
+    else:
+        value = unb64(envelope.get("payload_b64"))
     return SourceRecord(
         topic=src["topic"],
         partition=src["partition"],
         offset=src["offset"],
         timestamp=src.get("timestamp"),
         key=unb64(src.get("key_b64")),
-        value=unb64(envelope.get("payload_b64")),
+        value=value,
         headers=tuple((name, unb64(value)) for name, value in src.get("headers", [])),
     )

@@ -10,6 +10,8 @@ class Category(StrEnum):
     VALIDATION = "validation"
     PROCESSING = "processing"
     TRANSIENT = "transient"
+    # An ingest producer could not deliver the record to its input topic (SPEC section 5).
+    DELIVERY = "delivery"
 
 
 class DeserializationError(ValueError):
