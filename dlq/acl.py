@@ -6,6 +6,10 @@ What each part needs (grant these on a managed Kafka the same way):
   topics; READ on its consumer group (offsets committed on checkpoints); WRITE and DESCRIBE on
   the transactional ids starting with ``kafka.transactional_id_prefix``; IDEMPOTENT_WRITE on
   the cluster;
+- an ingest producer (``ingest.producer``): WRITE and DESCRIBE on the input and DLQ topics,
+  IDEMPOTENT_WRITE on the cluster;
+- ``dlq spool drain``: WRITE on the input and DLQ topics, READ and WRITE on the replay ledger,
+  a transactional id of its own (``dlq-spool-drain.*``);
 - ``dlq stats`` / ``analyze`` / ``monitor``: READ and DESCRIBE on the DLQ topics;
 - ``dlq replay``: the same, plus WRITE on the replay targets, ``dlq.parking`` and the replay
   ledger, READ on the ledger, and a transactional id of its own.
@@ -68,6 +72,21 @@ def job_acls(principal: str, config: JobConfig, *, dlq_write: bool = True) -> li
             feed.dlq,
             [Op.WRITE, Op.DESCRIBE] if dlq_write else [Op.DESCRIBE],
         )
+    return out
+
+
+def ingest_acls(principal: str, config: JobConfig, *, input_write: bool = True) -> list[AclBinding]:
+    """What an ingest producer needs: idempotent WRITE on the input and DLQ topics.
+    ``input_write=False`` leaves out writing the inputs (its records then go to the DLQ)."""
+    out = allow(principal, ResourceType.BROKER, "kafka-cluster", [Op.IDEMPOTENT_WRITE])
+    for feed in config.feeds.values():
+        out += allow(
+            principal,
+            ResourceType.TOPIC,
+            feed.input,
+            [Op.WRITE, Op.DESCRIBE] if input_write else [Op.DESCRIBE],
+        )
+        out += allow(principal, ResourceType.TOPIC, feed.dlq, [Op.WRITE, Op.DESCRIBE])
     return out
 
 

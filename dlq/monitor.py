@@ -2,8 +2,8 @@
 
 A follower thread keeps one read_committed consumer on the DLQ topics and adds every new
 record to running :class:`~dlq.stats.TopicStats` (no rescans); each refresh also reads the
-replay ledger and the job's consumer lag on the input topics. A scrape returns the latest
-figures without touching Kafka.
+replay ledger, the job's consumer lag on the input topics and the ingest producers' spool. A
+scrape returns the latest figures without touching Kafka.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
@@ -20,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from dlq.replay import load_ledger
 from dlq.stats import TopicStats
+from ingest.spool import SpoolError, SpoolSummary, open_spool, summarise
 from kafkaio.scan import DlqRecord, Message, headers_of
 from udfs.config import JobConfig
 from udfs.envelope import EnvelopeError, decode
@@ -37,6 +39,7 @@ class DlqFollower(threading.Thread):
         self.stats = {t: TopicStats(t, window_s=window_s) for t in config.dlq_topics}
         self.replayed: dict[str, int] = {}
         self.lag: dict[tuple[str, int], int] = {}
+        self.spool: SpoolSummary | None = None
         self.healthy = False
         self.stopped = threading.Event()
 
@@ -127,8 +130,12 @@ class DlqFollower(threading.Thread):
                 lag[(tp.topic, tp.partition)] = max(0, high - position)
         finally:
             lag_probe.close()
+        try:
+            spool: SpoolSummary | None = summarise(open_spool(self.config.ingest.spool))
+        except SpoolError:
+            spool = None
         with self.lock:
-            self.replayed, self.lag = replayed, lag
+            self.replayed, self.lag, self.spool = replayed, lag, spool
 
 
 class DlqCollector(Collector):
@@ -176,6 +183,21 @@ class DlqCollector(Collector):
             "Records of the input not yet committed by the job's group",
             labels=["topic", "partition"],
         )
+        spooled = GaugeMetricFamily(
+            "marketlag_spool_records",
+            "Records the ingest producers spooled (reached neither Kafka topic nor DLQ)",
+            labels=["location"],
+        )
+        spooled_twice = GaugeMetricFamily(
+            "marketlag_spool_possibly_persisted_records",
+            "Spooled records that may be in their topic already (a drain may duplicate them)",
+            labels=["location"],
+        )
+        spool_oldest = GaugeMetricFamily(
+            "marketlag_spool_oldest_record_timestamp_seconds",
+            "When the oldest spooled record was spooled",
+            labels=["location"],
+        )
         up = GaugeMetricFamily(
             "marketlag_dlq_monitor_kafka_up", "1 when the monitor's last refresh reached Kafka"
         )
@@ -193,8 +215,15 @@ class DlqCollector(Collector):
                 replayed.add_metric([topic], f.replayed.get(topic, 0))
             for (topic, partition), n in sorted(f.lag.items()):
                 lag.add_metric([topic, str(partition)], n)
+            if f.spool is not None:
+                spooled.add_metric([f.spool.location], f.spool.records)
+                spooled_twice.add_metric([f.spool.location], f.spool.possibly_persisted)
+                if f.spool.oldest is not None:
+                    oldest_at = datetime.fromisoformat(f.spool.oldest).timestamp()
+                    spool_oldest.add_metric([f.spool.location], oldest_at)
         up.add_metric([], 1 if f.healthy else 0)
-        yield from (records, by_cat, by_type, growth, oldest, newest, replayed, lag, up)
+        yield from (records, by_cat, by_type, growth, oldest, newest, replayed, lag)
+        yield from (spooled, spooled_twice, spool_oldest, up)
 
 
 def serve(

@@ -148,6 +148,9 @@ class Replayer:
                 {
                     **self.conf,
                     "transactional.id": f"dlq-replay.{self.dlq_topic}",
+                    # Records without a partition (delivery envelopes) go where the Java
+                    # clients would put their key.
+                    "partitioner": "murmur2_random",
                     "enable.idempotence": True,
                     "message.max.bytes": str(self.max_request_size),
                     "linger.ms": 5,

@@ -85,6 +85,14 @@ def set_paths(tree: dict[str, Any], values: Mapping[str, Any]) -> None:
         node[last] = value
 
 
+def with_settings(path: Path, target: Path, **values: Any) -> Path:
+    """A copy of the job config at ``path`` with ``{"a.b": value}`` settings changed."""
+    tree = yaml.safe_load(path.read_text())
+    set_paths(tree, {k.replace("__", "."): v for k, v in values.items()})
+    target.write_text(yaml.safe_dump(tree))
+    return target
+
+
 def make_job_config(
     tmp_path: Path, bootstrap: str, **overrides: Any
 ) -> tuple[Path, dict[str, Any]]:
@@ -192,11 +200,14 @@ def rest(port: int, path: str) -> Any:
         return json.loads(r.read())
 
 
-def wait_for(what: str, check: Any, timeout_s: float, proc: subprocess.Popen[bytes]) -> Any:
+def wait_for(
+    what: str, check: Any, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> Any:
     """Polls ``check`` until it returns something true; fails if ``proc`` exits first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the job exited ({proc.returncode}) while waiting for {what}"
+        if proc is not None:
+            assert proc.poll() is None, f"{proc.args} exited ({proc.returncode}) waiting for {what}"
         try:
             result = check()
             if result:

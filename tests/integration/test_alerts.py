@@ -17,7 +17,7 @@ def test_rules_pass_promtool_check() -> None:
         text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 5 rules found" in proc.stdout
+    assert "SUCCESS: 6 rules found" in proc.stdout
 
 
 def test_alerts_fire_on_size_and_sustained_growth_only() -> None:

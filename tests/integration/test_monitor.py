@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from dlq.admin import ensure_project_topics
+from ingest.spool import LocalSpool, SpooledRecord
 from tests.integration.test_running_job import free_port
 from tests.kafka_helpers import ROOT, fill_dlq, make_job_config, produce
 from udfs.config import load_config
@@ -32,7 +33,10 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_monitor_serves_dlq_metrics_and_follows_growth(bootstrap: str, tmp_path: Path) -> None:
-    path, _ = make_job_config(tmp_path, bootstrap)
+    spool_dir = tmp_path / "spool"
+    path, _ = make_job_config(tmp_path, bootstrap, **{"ingest": {"spool": str(spool_dir)}})
+    held = [SpooledRecord("record", "rss.events", "dlq.rss.events", b"k", b"{}")] * 4
+    LocalSpool(spool_dir).append(held)
     config = load_config(path)
     ensure_project_topics(config, AdminClient({"bootstrap.servers": bootstrap}))
     rss_dlq = config.feeds["rss"].dlq
@@ -100,6 +104,11 @@ def test_monitor_serves_dlq_metrics_and_follows_growth(bootstrap: str, tmp_path:
         fill_dlq(bootstrap, config, 12)  # new failures arrive while it runs
         m = wait_for(42)
         assert m[("marketlag_dlq_monitor_kafka_up", ())] == 1
+        assert m[("marketlag_spool_records", (("location", str(spool_dir)),))] == 4
+        oldest = m[
+            ("marketlag_spool_oldest_record_timestamp_seconds", (("location", str(spool_dir)),))
+        ]
+        assert 0 <= time.time() - oldest < 300
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(20)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import orjson
 
 from dlq.replay import Selection, replay_headers
-from kafkaio.scan import DlqRecord, Message
 from dlq.stats import TopicStats, analyze, fingerprint, normalise_message
+from kafkaio.scan import DlqRecord, Message
 from udfs.envelope import build_envelope
 from udfs.errors import Category, ValidationError
 from udfs.frames import SourceRecord
