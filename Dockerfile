@@ -26,6 +26,8 @@ RUN python3.11 -m venv /opt/venv
 WORKDIR /opt/marketlag
 COPY pyproject.toml README.md ./
 COPY udfs/ udfs/
+COPY kafkaio/ kafkaio/
+COPY ingest/ ingest/
 COPY dlq/ dlq/
 COPY jobs/ jobs/
 COPY sql/ sql/

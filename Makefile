@@ -13,7 +13,7 @@ MVN     := mvn -q -B -f java/pom.xml -Dflink.version=$(FLINK_VERSION) \
 PYTEST_ARGS ?=
 
 .PHONY: help setup run test test-unit lint format kafka-up kafka-down kafka-up-secure kafka-down-secure \
-        topics savepoint cancel bench \
+        topics drain savepoint cancel bench bench-ingest \
         cluster-up cluster-down submit clean
 
 help: ## List the targets
@@ -46,6 +46,9 @@ kafka-down-secure: ## Stop the SASL_SSL broker (by its pid)
 
 topics: setup ## Create the topics of SPEC section 2 (idempotent)
 	@.venv/bin/dlq topics
+
+drain: setup ## Send what the ingest producers spooled to Kafka, exactly once (dlq spool drain)
+	@.venv/bin/dlq spool drain
 
 PROMTOOL := build/tools/promtool
 $(PROMTOOL): scripts/promtool.sh
@@ -92,5 +95,9 @@ cancel: ## Cancel the submitted job
 
 BENCH_RECORDS ?= 1000000
 BENCH_BAD_SHARE ?= 0.05
-bench: kafka-up ## The benchmark (not part of make test): job vs plain loop, udfs, Kafka I/O
+bench: kafka-up ## The benchmark (not part of make test): job vs plain loop, udfs, Kafka I/O; ingest
 	BENCH_RECORDS=$(BENCH_RECORDS) BENCH_BAD_SHARE=$(BENCH_BAD_SHARE) $(PY) -m bench.run
+	$(PY) -m bench.ingest
+
+bench-ingest: kafka-up ## The ingest side alone: producer vs a bare one, spool drain and replay rates
+	$(PY) -m bench.ingest

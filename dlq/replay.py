@@ -28,7 +28,8 @@ from kafkaio.scan import DlqRecord, consumer, read_dlq, topic_size
 from udfs.envelope import REPLAY_COUNT_HEADER, EnvelopeError, original
 
 FixFunction = Callable[[bytes | None, dict[str, Any]], bytes | None]
-TRANSACTION_RECORDS = 500
+# Records per transaction: a commit costs a round trip to the coordinator and the partitions.
+TRANSACTION_RECORDS = 5000
 TRANSACTION_SECONDS = 2.0
 
 
@@ -153,20 +154,22 @@ class Replayer:
                     "partitioner": "murmur2_random",
                     "enable.idempotence": True,
                     "message.max.bytes": str(self.max_request_size),
-                    "linger.ms": 5,
+                    "linger.ms": 20,
+                    "batch.size": 1024 * 1024,
                 }
             )
             # Fences a replay of this topic still running elsewhere and aborts the open
             # transaction of one that was killed, before the ledger is read.
             producer.init_transactions(60)
-        dlq_id = topic_id(self.conf, self.dlq_topic)
-        done = ledger.load(self.conf, self.ledger_topic, ledger.dlq_prefix(self.dlq_topic, dlq_id))
+        prefix = ledger.dlq_prefix(self.dlq_topic, topic_id(self.conf, self.dlq_topic))
+        done = ledger.load(self.conf, self.ledger_topic, prefix)
+        entries: dict[tuple[str, str], bytes] = {}  # ledger values of this transaction
         txn_open, in_txn, txn_started, written = False, 0, 0.0, 0
         started = time.monotonic()
         try:
             for rec in self._records():
                 progress(1)
-                key = ledger.dlq_key(self.dlq_topic, dlq_id, *rec.message.position[1:])
+                key = b"%s%d:%d" % (prefix, rec.message.partition, rec.message.offset)
                 if rec.envelope is None:
                     self.summary.not_envelopes += 1
                     continue
@@ -182,21 +185,18 @@ class Replayer:
                 if not txn_open:
                     producer.begin_transaction()
                     txn_open, txn_started = True, time.monotonic()
+                    entries.clear()
                 outcome = self._write(producer, rec)
                 if outcome is None:
                     continue
                 # The ledger entry commits or aborts together with the record it describes.
-                producer.produce(
-                    self.ledger_topic,
-                    key=key,
-                    value=orjson.dumps(
-                        {
-                            "outcome": outcome,
-                            "at": datetime.now(UTC).isoformat(),
-                            "to": self.to or rec.envelope["source"]["topic"],
-                        }
-                    ),
-                )
+                to = self.to or rec.envelope["source"]["topic"]
+                entry = entries.get((outcome, to))
+                if entry is None:
+                    at = datetime.now(UTC).isoformat()
+                    entry = orjson.dumps({"outcome": outcome, "at": at, "to": to})
+                    entries[(outcome, to)] = entry
+                producer.produce(self.ledger_topic, value=entry, key=key)
                 producer.poll(0)
                 in_txn += 1
                 written += 1

@@ -30,7 +30,8 @@ from ingest.spool import LocalSpool, S3Spool, SpooledRecord, decode_segment
 from kafkaio import ledger
 from udfs.envelope import build_delivery_envelope, claim_checked, encode
 
-TRANSACTION_RECORDS = 1000
+# Records per transaction: a commit costs a round trip to the coordinator and the partitions.
+TRANSACTION_RECORDS = 10_000
 
 
 class DrainError(RuntimeError):

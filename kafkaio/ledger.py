@@ -35,10 +35,6 @@ def dlq_prefix(dlq_topic: str, dlq_topic_id: str) -> bytes:
     return f"{dlq_topic}@{dlq_topic_id}:".encode()
 
 
-def dlq_key(dlq_topic: str, dlq_topic_id: str, partition: int, offset: int) -> bytes:
-    return dlq_prefix(dlq_topic, dlq_topic_id) + f"{partition}:{offset}".encode()
-
-
 def spool_key(record_id: str) -> bytes:
     return SPOOL_PREFIX + record_id.encode()
 

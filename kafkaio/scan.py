@@ -56,6 +56,9 @@ def consumer(conf: Mapping[str, str], isolation: str = "read_committed") -> Cons
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
+            # A scan stops at the end: a fetch there must not wait the default 500 ms for data
+            # that will not come (the partition's end is only known from such a fetch).
+            "fetch.wait.max.ms": 20,
             "log_level": "3",
         }
     )

@@ -5,7 +5,6 @@ Shared by the job (which writes envelopes) and the ``dlq`` tools (which read the
 
 from __future__ import annotations
 
-import base64
 import binascii
 import collections.abc
 import functools
@@ -32,7 +31,8 @@ def b64(data: bytes | None) -> str | None:
 
 
 def unb64(text: str | None) -> bytes | None:
-    return None if text is None else base64.b64decode(text, validate=True)
+    """The bytes of standard base64 text; anything else raises ``binascii.Error``."""
+    return None if text is None else binascii.a2b_base64(text, strict_mode=True)
 
 
 def as_text(data: bytes | None) -> str | None:
