@@ -32,6 +32,7 @@ from udfs.envelope import build_delivery_envelope, claim_checked, encode
 
 # Records per transaction: a commit costs a round trip to the coordinator and the partitions.
 TRANSACTION_RECORDS = 10_000
+TRANSACTION_SECONDS = 2.0
 
 
 class DrainError(RuntimeError):
@@ -128,8 +129,11 @@ class Drainer:
                     self.summary.records += [_describe(r) for r in todo]
                     progress(len(todo))
                     continue
-                for i in range(0, len(todo), TRANSACTION_RECORDS):
-                    chunk = todo[i : i + TRANSACTION_RECORDS]
+                size = TRANSACTION_RECORDS
+                if self.rate:  # a paced drain still commits every TRANSACTION_SECONDS
+                    size = max(1, min(size, int(self.rate * TRANSACTION_SECONDS)))
+                for i in range(0, len(todo), size):
+                    chunk = todo[i : i + size]
                     self._commit(producer, chunk)
                     progress(len(chunk))
                 self.spool.remove(name)

@@ -288,7 +288,8 @@ def test_drain_killed_mid_transaction_and_run_again_sends_each_record_once(
     try:
         wait_for("a committed batch and an open transaction", mid_transaction, 60, first)
     finally:
-        os.killpg(first.pid, signal.SIGKILL)
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
         first.wait(10)
     before = len(ledger.load(conf, config.ledger_topic, ledger.SPOOL_PREFIX))
     assert 0 < before < n, "the kill did not land half-way"
