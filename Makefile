@@ -61,10 +61,11 @@ test: setup $(PROMTOOL) ## Everything CI runs: lint, unit, integration and e2e t
 test-unit: setup ## Only the unit tests (no processes)
 	$(PY) -m pytest -v tests/unit $(PYTEST_ARGS)
 
-lint: setup ## ruff (lint and format check), mypy, shellcheck
+lint: setup ## ruff (lint and format check), mypy, the import layers (lint-imports), shellcheck
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 	.venv/bin/shellcheck scripts/*.sh .ci/run
 
 format: setup ## Apply ruff's fixes and formatting
@@ -75,7 +76,7 @@ clean: ## Remove the venv, resolved jars and local broker/Flink data
 	rm -rf .venv build var java/target
 
 run: kafka-up topics ## The streaming job on the local broker and mini-cluster, live status, Ctrl-C stops
-	$(PY) -m dlq.local
+	$(PY) -m jobs.local
 
 cluster-up: setup ## Start a local standalone Flink cluster (JobManager + TaskManager), UI on :8081
 	@scripts/flink-cluster.sh up

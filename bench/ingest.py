@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from dlq.admin import ensure_project_topics
 from ingest.producer import IngestProducer, OutRecord
 from ingest.spool import LocalSpool, SpooledRecord
+from jobs.local import isolated_config
+from kafkaio.admin import ensure_project_topics
 from kafkaio.scan import consumer, topic_size
-from udfs.config import FEEDS, ROOT, JobConfig, load_config
+from udfs.config import ROOT, JobConfig, load_config
 from udfs.envelope import build_delivery_envelope, encode
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -45,17 +45,9 @@ DLQ = str(ROOT / ".venv" / "bin" / "dlq")
 
 def config(tmp: Path) -> tuple[Path, JobConfig]:
     """conf/job.yaml with this run's own topics and spool."""
-    tree = yaml.safe_load((ROOT / "conf" / "job.yaml").read_text())
-    run = f"bench-ingest-{uuid.uuid4().hex[:8]}"
-    for feed in FEEDS:
-        for role in ("input", "clean", "dlq"):
-            tree["topics"][feed][role] = f"{run}.{tree['topics'][feed][role]}"
-    tree["topics"]["replay_ledger"] = f"{run}.ledger"
-    tree["topics"]["parking"] = f"{run}.parking"
-    tree["kafka"]["bootstrap_servers"] = BOOTSTRAP
-    tree["ingest"]["spool"] = str(tmp / run / "spool")
-    path = tmp / f"{run}.yaml"
-    path.write_text(yaml.safe_dump(tree))
+    folder = tmp / uuid.uuid4().hex[:8]
+    folder.mkdir(parents=True)
+    path, _ = isolated_config(folder, BOOTSTRAP, **{"ingest.spool": str(folder / "spool")})
     cfg = load_config(path)
     ensure_project_topics(cfg, AdminClient({"bootstrap.servers": BOOTSTRAP}))
     return path, cfg

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS, _cpu_model, dataset, flink_run
-from tests.kafka_helpers import set_paths
+from bench.run import RESULTS, cpu_model, dataset, flink_run
+from jobs.local import set_paths
 
 # name -> (what it changes, job.yaml changes; "flink.conf" entries merge into flink.conf)
 LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -158,7 +158,7 @@ def main() -> None:
             }
             for name in args.levers
         },
-        "machine": {"cores": os.cpu_count(), "cpu": _cpu_model()},
+        "machine": {"cores": os.cpu_count(), "cpu": cpu_model()},
     }
     out = RESULTS / "levers.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -38,16 +38,14 @@ import psutil
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from dlq.admin import ensure_project_topics
-from dlq.sample import generate
+from jobs.local import free_port, isolated_config, start_job
+from kafkaio.admin import ensure_project_topics
 from kafkaio.scan import consumer as scan_consumer
-from tests.kafka_helpers import free_port, make_job_config, start_job
 from udfs.config import FEEDS, ROOT, load_config
+from udfs.sample import generate
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 RESULTS = ROOT / "bench" / "results"
-# Measure the job as shipped: conf/job.yaml's checkpoint interval, not the tests' 1 s.
-PRODUCT_CHECKPOINT_MS = load_config(None, {}).checkpoint_interval_ms
 
 
 class PeakRss(threading.Thread):
@@ -91,9 +89,7 @@ def measured(cmd: list[str]) -> tuple[str, float, float]:
 
 def bench_config(tmp: Path, ident: str, inputs: str) -> Path:
     """A copy of conf/job.yaml (checkpoint interval as shipped) reading ``<inputs>.<feed>``."""
-    _, tree = make_job_config(
-        tmp, BOOTSTRAP, **{"job.group_id": ident, "checkpoint.interval_ms": PRODUCT_CHECKPOINT_MS}
-    )
+    _, tree = isolated_config(tmp, BOOTSTRAP, **{"job.group_id": ident})
     for feed in FEEDS:
         tree["topics"][feed]["input"] = f"{inputs}.{feed}"
     path = tmp / f"{ident}.json"
@@ -426,7 +422,7 @@ def _latency(cfg: Path, rate: float, seconds: float) -> dict[str, Any]:
                 if msg.error() is None and ("bench", b"measure") in (msg.headers() or []):
                     samples.append(time.time() * 1000 - msg.timestamp()[1])
     finally:
-        from dlq.local import stop_process_group
+        from jobs.local import stop_process_group
 
         stop_process_group(job)  # type: ignore[arg-type]
         consumer.close()
@@ -558,7 +554,7 @@ def main() -> None:
         "latency": lat,
         "machine": {
             "cores": os.cpu_count(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "python": platform.python_version(),
         },
     }
@@ -581,7 +577,7 @@ def main() -> None:
     print(f"written to {args.out}")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

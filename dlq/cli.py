@@ -69,7 +69,7 @@ def cli(ctx: click.Context, config_path: Path, bootstrap_servers: str | None) ->
 @click.pass_obj
 def wait(obj: Context, timeout: float) -> None:
     """Wait until the Kafka cluster answers (exit 2 if it does not in time)."""
-    from dlq.admin import wait_for_broker
+    from kafkaio.admin import wait_for_broker
 
     try:
         wait_for_broker(obj.config.kafka.librdkafka(), timeout)
@@ -83,7 +83,7 @@ def topics(obj: Context) -> None:
     """Create the input, clean, DLQ and parking topics (idempotent)."""
     from confluent_kafka import KafkaException
 
-    from dlq.admin import admin_client, ensure_project_topics, retention_ms, wait_for_broker
+    from kafkaio.admin import admin_client, ensure_project_topics, retention_ms, wait_for_broker
 
     conf = obj.config.kafka.librdkafka()
     keep = [*obj.config.dlq_topics, obj.config.parking_topic]
@@ -136,7 +136,7 @@ def _check_broker(obj: Context, reads: list[str] | None = None) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AclOperation  # type: ignore[attr-defined]
 
-    from dlq.admin import check_topic_access, wait_for_broker
+    from kafkaio.admin import check_topic_access, wait_for_broker
 
     try:
         wait_for_broker(_conf(obj), 20)
@@ -170,10 +170,10 @@ def stats(
     import orjson
     from confluent_kafka import KafkaException
 
-    from dlq.admin import admin_client, retention_ms
     from dlq.replay import load_ledger
     from dlq.stats import TopicStats
     from ingest.spool import SpoolError, open_spool, summarise
+    from kafkaio.admin import admin_client, retention_ms
     from kafkaio.scan import read_dlq
 
     _check_broker(obj, _dlq_topics(obj, topic))

@@ -403,7 +403,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # the client side only, not the Python workers
-    from dlq.admin import check_topic_access, wait_for_broker
+    from kafkaio.admin import check_topic_access, wait_for_broker
 
     args = parse_args(argv)
     try:

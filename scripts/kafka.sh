@@ -120,7 +120,7 @@ up() {
   # Ready means: the broker answers a metadata request (not merely that the port is open).
   local deadline=$((SECONDS + 90)) ready=0
   while running && ((SECONDS < deadline)); do
-    if as_admin "$PY" -m dlq.admin wait --timeout 5 2>/dev/null; then ready=1; break; fi
+    if as_admin "$PY" -m dlq.cli wait --timeout 5 2>/dev/null; then ready=1; break; fi
   done
   if ((!ready)); then
     echo "kafka: did not become ready; last log lines:" >&2
@@ -129,7 +129,7 @@ up() {
     exit 1
   fi
   if ((SECURE)); then
-    as_admin "$PY" -m dlq.acl grant-app User:marketlag
+    as_admin "$PY" -m kafkaio.acl grant-app User:marketlag
     echo "kafka: up (pid $(cat "$PID_FILE")) on 127.0.0.1:$PORT (SASL_SSL, ACLs), data in" \
       "$VAR_DIR; client settings: set -a; . $VAR_DIR/client.env; set +a"
   else

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import orjson
 import yaml
 from confluent_kafka import KafkaError, Producer
 
+from jobs.local import isolated_config, set_paths
 from kafkaio.scan import Message, read_to_end
 from udfs.config import load_config
 from udfs.frames import SourceRecord
@@ -75,16 +74,6 @@ def read_all(
     return list(read_to_end(client_conf(bootstrap), topics, isolation, timeout_s))
 
 
-def set_paths(tree: dict[str, Any], values: Mapping[str, Any]) -> None:
-    """Sets ``{"a.b.c": value}`` entries in a nested config tree."""
-    for path, value in values.items():
-        node = tree
-        *parents, last = path.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
-
-
 def with_settings(path: Path, target: Path, **values: Any) -> Path:
     """A copy of the job config at ``path`` with ``{"a.b": value}`` settings changed."""
     tree = yaml.safe_load(path.read_text())
@@ -96,23 +85,9 @@ def with_settings(path: Path, target: Path, **values: Any) -> Path:
 def make_job_config(
     tmp_path: Path, bootstrap: str, **overrides: Any
 ) -> tuple[Path, dict[str, Any]]:
-    """A copy of conf/job.yaml with uuid topics and transactional ids; returns (path, tree)."""
-    tree = yaml.safe_load((ROOT / "conf" / "job.yaml").read_text())
-    run = uuid.uuid4().hex[:8]
-    for feed in ("rss", "polymarket"):
-        for role in ("input", "clean", "dlq"):
-            tree["topics"][feed][role] = f"t{run}.{tree['topics'][feed][role]}"
-    tree["topics"]["parking"] = f"t{run}.dlq.parking"
-    tree["topics"]["replay_ledger"] = f"t{run}.dlq.replay.ledger"
-    tree["kafka"]["bootstrap_servers"] = bootstrap
-    tree["kafka"]["transactional_id_prefix"] = f"t{run}"
-    tree["job"]["group_id"] = f"t{run}"
-    tree["checkpoint"]["interval_ms"] = 1000
-    tree["checkpoint"]["dir"] = str(tmp_path / "checkpoints")
-    set_paths(tree, overrides)
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(tree))
-    return path, tree
+    """:func:`jobs.local.isolated_config` with checkpoints every second (tests wait for
+    commits); returns (path, tree)."""
+    return isolated_config(tmp_path, bootstrap, **{"checkpoint.interval_ms": 1000, **overrides})
 
 
 def run_job(
@@ -142,22 +117,6 @@ def run_job(
     return proc
 
 
-def start_job(
-    config_path: Path, *extra: str, env: Mapping[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """Starts the job unbounded from the earliest offsets, in its own process group (stop it
-    with ``dlq.local.stop_process_group``)."""
-    cmd = [sys.executable, str(ROOT / "jobs" / "dlq_job.py"), "--config", str(config_path)]
-    return subprocess.Popen(
-        [*cmd, "--starting-offsets", "earliest", *extra],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
 def dlq_cli(
     config_path: Path, *args: str, timeout_s: float = 300, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -185,13 +144,6 @@ def fill_dlq(
         assert isinstance(out, Failed)
         batch.append((out.key, out.envelope, headers, i % 3))
     return produce(bootstrap, config.feeds["rss"].dlq, batch)
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for a mini-cluster's REST API)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rest(port: int, path: str) -> Any:

@@ -27,13 +27,13 @@ import pytest
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from dlq.admin import ensure_project_topics
-from dlq.sample import generate
+from kafkaio.admin import ensure_project_topics
 from kafkaio.scan import consumer
 from tests.e2e.conftest import CLUSTER
 from tests.kafka_helpers import ROOT, make_job_config, read_all, source_position
 from udfs.config import load_config
 from udfs.envelope import unb64
+from udfs.sample import generate
 
 pytestmark = pytest.mark.e2e
 RECORDS = 100_000

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from dlq.admin import ensure_project_topics
+from kafkaio.admin import ensure_project_topics
 from tests.corpus import Case, build_corpus
 from tests.kafka_helpers import Message, make_job_config, produce, read_all, run_job
 from udfs.config import load_config

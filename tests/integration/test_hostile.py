@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
-from dlq.admin import ensure_project_topics, topic_max_message_bytes
+from kafkaio.admin import ensure_project_topics, topic_max_message_bytes
 from tests.hostile import AT_LIMIT, hostile_corpus
 from tests.kafka_helpers import make_job_config, read_all, run_job
 from udfs.config import load_config

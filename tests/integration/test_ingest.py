@@ -23,12 +23,11 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from dlq import acl
-from dlq.admin import ensure_project_topics, retention_ms, wait_for_broker
 from ingest import handlers
 from ingest.producer import IngestError
 from ingest.spool import LocalSpool, decode_segment
-from kafkaio import ledger
+from kafkaio import acl, ledger
+from kafkaio.admin import ensure_project_topics, retention_ms, wait_for_broker
 from tests.conftest import SecureBroker
 from tests.integration.test_security import add_user, grant
 from tests.kafka_helpers import (

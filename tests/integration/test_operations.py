@@ -13,7 +13,7 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from dlq.admin import ensure_project_topics
+from kafkaio.admin import ensure_project_topics
 from tests.corpus import build_corpus
 from tests.kafka_helpers import dlq_cli, make_job_config, produce, read_all, run_job
 from udfs.config import JobConfig, load_config

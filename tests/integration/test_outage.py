@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from dlq.admin import ensure_project_topics, wait_for_broker
-from dlq.local import stop_process_group
-from dlq.sample import generate
+from jobs.local import stop_process_group
+from kafkaio.admin import ensure_project_topics, wait_for_broker
 from tests.kafka_helpers import (
     ROOT,
     free_port,
@@ -30,6 +29,7 @@ from tests.kafka_helpers import (
 from udfs.config import load_config
 from udfs.frames import SourceRecord
 from udfs.pipeline import Failed, FeedProcessor
+from udfs.sample import generate
 
 pytestmark = pytest.mark.integration
 KAFKA = str(ROOT / "scripts" / "kafka.sh")

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from dlq.admin import ensure_project_topics
 from dlq.replay import load_ledger
+from kafkaio.admin import ensure_project_topics
 from tests.kafka_helpers import ROOT, dlq_cli, fill_dlq, make_job_config, read_all
 from udfs.config import load_config
 

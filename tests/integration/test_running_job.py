@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from dlq.admin import ensure_project_topics
-from dlq.local import stop_process_group
+from jobs.local import stop_process_group
+from kafkaio.admin import ensure_project_topics
 from tests.corpus import build_corpus
 from tests.kafka_helpers import (
     free_port,

@@ -28,10 +28,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     UserScramCredentialUpsertion,
 )
 
-from dlq import acl
-from dlq.admin import admin_client
-from dlq.local import stop_process_group
-from dlq.sample import generate
+from jobs.local import stop_process_group
+from kafkaio import acl
+from kafkaio.admin import admin_client
 from tests.conftest import SecureBroker
 from tests.kafka_helpers import (
     ROOT,
@@ -49,6 +48,7 @@ from tests.kafka_helpers import (
     wait_for,
 )
 from udfs.config import JobConfig, load_config
+from udfs.sample import generate
 
 pytestmark = pytest.mark.integration
 PER_FEED = 150

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from dlq.admin import ensure_project_topics
 from dlq.sqlfiles import SQL_DIR, render, statements
+from kafkaio.admin import ensure_project_topics
 from tests.corpus import build_corpus
 from tests.kafka_helpers import make_job_config, produce
 from udfs.config import RetryConfig, load_config

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from dlq.admin import clean_bound, envelope_bound
+from kafkaio.admin import clean_bound, envelope_bound
 from tests.hostile import BROKER_LIMIT, Hostile, hostile_corpus
 from udfs.envelope import MAX_STACKTRACE_BYTES, original
 from udfs.frames import SourceRecord

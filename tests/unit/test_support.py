@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dlq.admin import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, envelope_bound
+from kafkaio.admin import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, envelope_bound
 from udfs.config import ConfigError, load_config
 from udfs.envelope import (
     MAX_STACKTRACE_BYTES,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]
 
-FEEDS = ["reuters-business", "bloomberg-markets", "ft-world", "ap-politics", "coindesk"]
+NEWS_SOURCES = ["reuters-business", "bloomberg-markets", "ft-world", "ap-politics", "coindesk"]
 TOPICS = ["Fed", "ECB", "election", "inflation", "bitcoin", "oil", "tariffs", "rates", "AI"]
 VERBS = ["holds", "cuts", "surges", "slides", "weighs", "signals", "delays", "beats"]
 MARKETS = [f"0x{n:040x}" for n in range(1, 41)]
@@ -28,7 +28,7 @@ def _rss_good(rng: random.Random, i: int, now: datetime) -> dict[str, object]:
     )
     return {
         "event_id": f"evt-{i:08d}",
-        "source": rng.choice(FEEDS),
+        "source": rng.choice(NEWS_SOURCES),
         "title": f" {topic} {verb} as markets react ",
         "link": f"https://news.example.com/{i}",
         "published_at": when,

@@ -8,7 +8,6 @@ the record it wraps. :func:`envelope_bound` is that worst case.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -269,14 +268,3 @@ def ensure_project_topics(config: JobConfig, client: AdminClient) -> list[tuple[
         (name, states[name], topic_max_message_bytes(client, name))
         for name in [s.name for s in inputs] + [s.name for s in outputs]
     ]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m dlq.admin wait`` for scripts that run before the CLI is on PATH."""
-    from dlq.cli import main as cli_main
-
-    return cli_main(argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

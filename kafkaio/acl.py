@@ -14,7 +14,7 @@ What each part needs (grant these on a managed Kafka the same way):
 - ``dlq replay``: the same, plus WRITE on the replay targets, ``dlq.parking`` and the replay
   ledger, READ on the ledger, and a transactional id of its own.
 
-``python -m dlq.acl grant-app PRINCIPAL`` (run by ``scripts/kafka.sh up-secure`` as the
+``python -m kafkaio.acl grant-app PRINCIPAL`` (run by ``scripts/kafka.sh up-secure`` as the
 broker's admin) gives the local application user all of that on every topic, group and
 transactional id: a development broker, not a production policy.
 """
@@ -33,7 +33,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from dlq.admin import admin_client
+from kafkaio.admin import admin_client
 from udfs.config import JobConfig, load_config
 
 Op = AclOperation
@@ -140,7 +140,7 @@ def revoke(config: JobConfig, bindings: list[AclBinding], timeout_s: float = 30)
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] != "grant-app" or not args[1].startswith("User:"):
-        print("usage: python -m dlq.acl grant-app User:NAME", file=sys.stderr)
+        print("usage: python -m kafkaio.acl grant-app User:NAME", file=sys.stderr)
         return 2
     create(load_config(), app_acls(args[1]))
     print(f"kafka: {args[1]} may use every topic, group and transactional id")

@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
+import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from dlq.sample import generate
 from kafkaio.scan import topic_size
 from udfs.config import FEEDS, ROOT, JobConfig
+from udfs.sample import generate
 
 
 def seed_once(config: JobConfig, count: int, bad_share: float) -> dict[str, int]:
@@ -99,6 +104,60 @@ def status_table(rows: list[tuple[str, int, int, int, float]]) -> Table:
     for feed, n_in, clean, dlq, rate in rows:
         table.add_row(feed, f"{n_in:,}", f"{clean:,}", f"{dlq:,}", f"{rate:,.0f}")
     return table
+
+
+def set_paths(tree: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """Sets ``{"a.b.c": value}`` entries in a nested config tree."""
+    for path, value in values.items():
+        node = tree
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+
+
+def isolated_config(tmp: Path, bootstrap: str, **overrides: Any) -> tuple[Path, dict[str, Any]]:
+    """A copy of conf/job.yaml in ``tmp`` whose topics, consumer group and transactional ids
+    are this run's own (a uuid prefix), so runs never see each other's records. ``overrides``
+    are ``{"a.b": value}`` settings. Returns (path, tree)."""
+    tree = yaml.safe_load((ROOT / "conf" / "job.yaml").read_text())
+    run = uuid.uuid4().hex[:8]
+    for feed in FEEDS:
+        for role in ("input", "clean", "dlq"):
+            tree["topics"][feed][role] = f"t{run}.{tree['topics'][feed][role]}"
+    tree["topics"]["parking"] = f"t{run}.dlq.parking"
+    tree["topics"]["replay_ledger"] = f"t{run}.dlq.replay.ledger"
+    tree["kafka"]["bootstrap_servers"] = bootstrap
+    tree["kafka"]["transactional_id_prefix"] = f"t{run}"
+    tree["job"]["group_id"] = f"t{run}"
+    tree["checkpoint"]["dir"] = str(tmp / "checkpoints")
+    set_paths(tree, overrides)
+    path = tmp / "job.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path, tree
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a mini-cluster's REST API)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_job(
+    config_path: Path, *extra: str, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Starts the job unbounded from the earliest offsets, in its own process group (stop it
+    with :func:`stop_process_group`)."""
+    cmd = [sys.executable, str(ROOT / "jobs" / "dlq_job.py"), "--config", str(config_path)]
+    return subprocess.Popen(
+        [*cmd, "--starting-offsets", "earliest", *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], console: Console | None = None) -> None:
