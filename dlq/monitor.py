@@ -22,9 +22,8 @@ from prometheus_client.registry import Collector
 from dlq.replay import load_ledger
 from dlq.stats import TopicStats
 from ingest.spool import SpoolError, SpoolSummary, open_spool, summarise
-from kafkaio.scan import DlqRecord, Message, headers_of
+from kafkaio.scan import dlq_record, message_of
 from udfs.config import JobConfig
-from udfs.envelope import EnvelopeError, decode
 
 
 class DlqFollower(threading.Thread):
@@ -85,22 +84,9 @@ class DlqFollower(threading.Thread):
         ]
 
     def _add(self, msg: Any) -> None:
-        ts_type, ts = msg.timestamp()
-        m = Message(
-            msg.topic(),
-            msg.partition(),
-            msg.offset(),
-            ts if ts_type else None,
-            msg.key(),
-            msg.value(),
-            headers_of(msg.headers()),
-        )
-        try:
-            rec = DlqRecord(m, decode(m.value or b""))
-        except EnvelopeError as e:
-            rec = DlqRecord(m, None, str(e))
+        rec = dlq_record(message_of(msg))
         with self.lock:
-            self.stats[m.topic].add(rec)
+            self.stats[rec.message.topic].add(rec)
 
     def _refresh(self, consumer: Consumer) -> None:
         replayed = {

@@ -20,12 +20,12 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from dlq.stats import fingerprint, parse_time
+from dlq.stats import fingerprint
 from ingest.spool import SpoolError, fetch_claim
 from kafkaio import ledger
 from kafkaio.ledger import topic_id
 from kafkaio.scan import DlqRecord, consumer, read_dlq, topic_size
-from udfs.envelope import REPLAY_COUNT_HEADER, EnvelopeError, original
+from udfs.envelope import REPLAY_COUNT_HEADER, EnvelopeError
 
 FixFunction = Callable[[bytes | None, dict[str, Any]], bytes | None]
 # Records per transaction: a commit costs a round trip to the coordinator and the partitions.
@@ -49,15 +49,14 @@ class Selection:
         env = rec.envelope
         if env is None:
             return False
-        error = env.get("error") or {}
-        if self.category and error.get("category") != self.category:
+        if self.category and env.category != self.category:
             return False
-        if self.error_type and error.get("type") != self.error_type:
+        if self.error_type and env.error_type != self.error_type:
             return False
-        if self.fingerprint and fingerprint(error) != self.fingerprint:
+        if self.fingerprint and fingerprint(env.error) != self.fingerprint:
             return False
         if self.since or self.until:
-            failed = parse_time(env.get("failed_at"))
+            failed = env.failed_at
             if failed is None:
                 return False
             if self.since and failed < self.since:
@@ -190,7 +189,7 @@ class Replayer:
                 if outcome is None:
                     continue
                 # The ledger entry commits or aborts together with the record it describes.
-                to = self.to or rec.envelope["source"]["topic"]
+                to = self.to or rec.envelope.topic
                 entry = entries.get((outcome, to))
                 if entry is None:
                     at = datetime.now(UTC).isoformat()
@@ -222,19 +221,21 @@ class Replayer:
         return read_dlq(self.conf, [self.dlq_topic])
 
     def _describe(self, rec: DlqRecord) -> dict[str, Any]:
-        env = rec.envelope or {}
+        env = rec.envelope
+        assert env is not None
         return {
             "dlq": list(rec.message.position),
-            "source": [env["source"]["topic"], env["source"]["partition"], env["source"]["offset"]],
-            "type": env["error"]["type"],
-            "field": env["error"]["field"],
-            "replay_count": (env.get("replay") or {}).get("count", 0),
+            "source": [env.topic, env.partition, env.offset],
+            "type": env.error_type,
+            "field": env.field,
+            "replay_count": env.replay_count,
         }
 
     def _write(self, producer: Producer, rec: DlqRecord) -> str | None:
         """Writes one selected record; returns the ledger outcome, or None if it failed."""
-        env = rec.envelope or {}
-        count = int((env.get("replay") or {}).get("count", 0))
+        env = rec.envelope
+        assert env is not None
+        count = env.replay_count
         if count >= self.max_replays:
             producer.produce(
                 self.parking_topic,
@@ -245,7 +246,7 @@ class Replayer:
             self.summary.parked += 1
             return "parked"
         try:
-            orig = original(env, fetch_claim)
+            orig = env.original(fetch_claim)
         except (SpoolError, EnvelopeError) as e:
             self.summary.failed += 1
             self.summary.errors.append(
@@ -255,7 +256,7 @@ class Replayer:
         value = orig.value
         if self.fix is not None:
             try:
-                value = self.fix(value, env)
+                value = self.fix(value, dict(env.raw))
             except Exception as e:  # the user's repair failed: report, keep the record
                 self.summary.failed += 1
                 self.summary.errors.append(

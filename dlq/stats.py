@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from kafkaio.scan import DlqRecord
+from udfs.envelope import iso_ms
 
 DEFAULT_WINDOW_S = 300.0
 
@@ -32,7 +34,7 @@ def normalise_message(message: str) -> str:
     return _NUMBER.sub("<n>", text)
 
 
-def fingerprint(error: dict[str, Any]) -> str:
+def fingerprint(error: Mapping[str, Any]) -> str:
     """Stable id of a failure kind: type + normalised message + field."""
     basis = "|".join(
         (
@@ -44,21 +46,8 @@ def fingerprint(error: dict[str, Any]) -> str:
     return hashlib.sha1(basis.encode("utf-8")).hexdigest()[:12]
 
 
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
 def iso(moment: datetime | None) -> str | None:
-    return (
-        None
-        if moment is None
-        else moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    return None if moment is None else iso_ms(moment)
 
 
 @dataclass
@@ -87,10 +76,9 @@ class TopicStats:
         if env is None:
             self.not_envelopes += 1
             return
-        error = env.get("error") or {}
-        self.by_category[str(error.get("category"))] += 1
-        self.by_type[str(error.get("type"))] += 1
-        failed = parse_time(env.get("failed_at"))
+        self.by_category[env.category] += 1
+        self.by_type[env.error_type] += 1
+        failed = env.failed_at
         if failed is not None:
             self.oldest = failed if self.oldest is None else min(self.oldest, failed)
             self.newest = failed if self.newest is None else max(self.newest, failed)
@@ -144,26 +132,22 @@ def analyze(records: list[DlqRecord], max_samples: int = 5) -> list[Group]:
     """Failures grouped by fingerprint, the largest group first."""
     groups: dict[str, Group] = {}
     for rec in records:
-        if rec.envelope is None:
+        env = rec.envelope
+        if env is None:
             continue
-        error = rec.envelope.get("error") or {}
-        fp = fingerprint(error)
+        fp = fingerprint(env.error)
         g = groups.get(fp)
         if g is None:
             g = groups[fp] = Group(
-                fp,
-                str(error.get("type")),
-                str(error.get("category")),
-                error.get("field"),
-                normalise_message(str(error.get("message", ""))),
+                fp, env.error_type, env.category, env.field, normalise_message(env.message)
             )
         g.count += 1
-        when = parse_time(rec.envelope.get("failed_at"))
+        when = env.failed_at
         if when is not None:
             g.times.append(when)
             g.first_seen = when if g.first_seen is None else min(g.first_seen, when)
             g.last_seen = when if g.last_seen is None else max(g.last_seen, when)
-        g.feeds.add(str((rec.envelope.get("source") or {}).get("topic")))
+        g.feeds.add(env.topic)
         if len(g.samples) < max_samples:
             g.samples.append(rec.message.position)
     return sorted(groups.values(), key=lambda g: (-g.count, g.fingerprint))

@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from udfs.envelope import EnvelopeError, decode
+from udfs.envelope import EnvelopeError, EnvelopeView
 
 Headers = list[tuple[str, bytes | None]]
 
@@ -42,8 +42,30 @@ class DlqRecord:
     """A DLQ record and its envelope (None, with ``problem`` set, if it is not one)."""
 
     message: Message
-    envelope: dict[str, Any] | None
+    envelope: EnvelopeView | None
     problem: str | None = None
+
+
+def dlq_record(msg: Message) -> DlqRecord:
+    """A DLQ record with its envelope read (or what makes it none)."""
+    try:
+        return DlqRecord(msg, EnvelopeView.read(msg.value or b""))
+    except EnvelopeError as e:
+        return DlqRecord(msg, None, str(e))
+
+
+def message_of(raw: Any) -> Message:
+    """A consumed confluent-kafka message as a :class:`Message`."""
+    ts_type, ts = raw.timestamp()
+    return Message(
+        raw.topic(),
+        raw.partition(),
+        raw.offset(),
+        ts if ts_type else None,
+        raw.key(),
+        raw.value(),
+        headers_of(raw.headers()),
+    )
 
 
 def consumer(conf: Mapping[str, str], isolation: str = "read_committed") -> Consumer:
@@ -124,16 +146,7 @@ def read_to_end(
                 if offset >= ends[key]:
                     pending.discard(key)
                     continue
-                ts_type, ts = msg.timestamp()
-                yield Message(
-                    key[0],
-                    key[1],
-                    offset,
-                    ts if ts_type else None,
-                    msg.key(),
-                    msg.value(),
-                    headers_of(msg.headers()),
-                )
+                yield message_of(msg)
                 if offset + 1 >= ends[key]:
                     pending.discard(key)
     finally:
@@ -148,7 +161,4 @@ def headers_of(raw: object) -> Headers:
 def read_dlq(conf: Mapping[str, str], topics: Sequence[str]) -> Iterator[DlqRecord]:
     """The committed records of DLQ topics with their envelopes parsed."""
     for msg in read_to_end(conf, topics):
-        try:
-            yield DlqRecord(msg, decode(msg.value or b""))
-        except EnvelopeError as e:
-            yield DlqRecord(msg, None, str(e))
+        yield dlq_record(msg)

@@ -9,7 +9,8 @@ import binascii
 import collections.abc
 import functools
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -280,18 +281,109 @@ class EnvelopeError(ValueError):
 
 
 def decode(data: bytes) -> dict[str, Any]:
-    """Parses an envelope and checks its schema marker."""
+    """Parses an envelope and checks its shape: the one decision on what is an envelope.
+
+    Raises :class:`EnvelopeError` (saying what is wrong) for anything but a JSON object with
+    the v1 schema marker, a ``source`` with a topic, an ``error`` with a category, type and
+    message, and the payload either inline (``payload_b64``, null for a tombstone) or stored
+    aside (``payload_ref`` with ``uri`` and ``sha256``). Readers then need no defaults.
+    """
     try:
         env = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise EnvelopeError(f"not JSON: {e}") from e
     if not isinstance(env, dict) or env.get("schema") != SCHEMA:
         raise EnvelopeError(f"not a {SCHEMA} envelope")
+    src, error = env.get("source"), env.get("error")
+    if not isinstance(src, dict) or not isinstance(src.get("topic"), str):
+        raise EnvelopeError("envelope without source.topic")
+    for name in ("partition", "offset", "timestamp"):
+        if not _int_or_none(src.get(name)):
+            raise EnvelopeError(f"envelope source.{name} is not an integer or null")
+    if not isinstance(error, dict) or not all(
+        isinstance(error.get(k), str) for k in ("category", "type", "message")
+    ):
+        raise EnvelopeError("envelope without error.category, error.type and error.message")
+    ref = env.get("payload_ref")
+    if ref is not None and not (
+        isinstance(ref, dict)
+        and isinstance(ref.get("uri"), str)
+        and isinstance(ref.get("sha256"), str)
+    ):
+        raise EnvelopeError("envelope payload_ref without uri and sha256")
+    if not isinstance(env.get("payload_b64"), str | None):
+        raise EnvelopeError("envelope payload_b64 is not text or null")
     return env
 
 
+def _int_or_none(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeView:
+    """A DLQ envelope as its readers see it: typed, read-only, checked once by :func:`decode`.
+
+    ``raw`` is the decoded JSON object (what a ``--fix`` function receives, SPEC section 8).
+    """
+
+    topic: str
+    partition: int | None
+    offset: int | None
+    category: str
+    error_type: str
+    message: str
+    field: str | None
+    attempts: int
+    failed_at: datetime | None
+    replay_count: int
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def read(cls, data: bytes) -> EnvelopeView:
+        """The view of an envelope's bytes; :class:`EnvelopeError` if they are not one."""
+        env = decode(data)
+        src, error = env["source"], env["error"]
+        replay = env.get("replay")
+        count = replay.get("count") if isinstance(replay, dict) else 0
+        attempts = env.get("attempts")
+        field = error.get("field")
+        return cls(
+            topic=src["topic"],
+            partition=src.get("partition"),
+            offset=src.get("offset"),
+            category=error["category"],
+            error_type=error["type"],
+            message=error["message"],
+            field=field if isinstance(field, str) else None,
+            attempts=attempts if isinstance(attempts, int) else 1,
+            failed_at=parse_iso(env.get("failed_at")),
+            replay_count=count if isinstance(count, int) and count > 0 else 0,
+            raw=env,
+        )
+
+    @property
+    def error(self) -> Mapping[str, Any]:
+        """The ``error`` object as written (for fingerprints and reports)."""
+        return self.raw["error"]  # type: ignore[no-any-return]
+
+    def original(self, resolve: Callable[[str, str], bytes] | None = None) -> SourceRecord:
+        return original(self.raw, resolve)
+
+
+def parse_iso(text: object) -> datetime | None:
+    """An ISO-8601 time, or None when it is missing or not one."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def original(
-    envelope: dict[str, Any], resolve: Callable[[str, str], bytes] | None = None
+    envelope: Mapping[str, Any], resolve: Callable[[str, str], bytes] | None = None
 ) -> SourceRecord:
     """The exact original record of an envelope.
 

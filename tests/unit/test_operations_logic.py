@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
 from dlq.replay import Selection, replay_headers
 from dlq.stats import TopicStats, analyze, fingerprint, normalise_message
 from kafkaio.scan import DlqRecord, Message
+from kafkaio.scan import dlq_record as dlq_record_of
 from udfs.envelope import build_envelope
 from udfs.errors import Category, ValidationError
 from udfs.frames import SourceRecord
@@ -27,7 +29,7 @@ def dlq_record(
         failed_at=datetime.fromisoformat(failed),
     )
     msg = Message("dlq.rss.events", partition, offset, ts, b"k", orjson.dumps(env), [])
-    return DlqRecord(msg, env)
+    return dlq_record_of(msg)
 
 
 def test_fingerprint_ignores_values_but_not_the_kind_of_failure() -> None:
@@ -71,7 +73,7 @@ def test_selection_combines_criteria() -> None:
     assert not Selection(until=datetime(2026, 11, 30, 10, tzinfo=UTC)).matches(rec)
     assert Selection(offsets={1: (5, 5)}).matches(rec)
     assert not Selection(offsets={0: (0, 99)}).matches(rec)
-    assert Selection(fingerprint=fingerprint(rec.envelope["error"])).matches(rec)  # type: ignore[index]
+    assert Selection(fingerprint=fingerprint(rec.envelope.error)).matches(rec)  # type: ignore[union-attr]
 
 
 def test_replay_headers_replace_the_count_and_keep_the_rest() -> None:
@@ -86,3 +88,27 @@ def test_growth_counts_only_the_window() -> None:
         stats.add(dlq_record("m", None, 0, "2026-11-30T10:00:00+00:00", ts=ts))
     assert stats.count == 3
     assert stats.growth_per_min(now) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"schema": "other/v9"}, "not a marketlag.dlq/v1 envelope"),
+        ({"source": None}, "source.topic"),
+        ({"source": {"topic": "t", "partition": "0"}}, "source.partition"),
+        ({"error": {"category": "validation", "type": "X"}}, "error.message"),
+        ({"payload_b64": 42}, "payload_b64"),
+        ({"payload_ref": {"uri": "file:///x"}}, "payload_ref"),
+    ],
+)
+def test_one_decision_on_what_is_not_an_envelope(change: dict[str, object], why: str) -> None:
+    """Every reader gets the same verdict: stats counts it, analyze and replay skip it."""
+    good = orjson.loads(dlq_record("m", None, 0, "2026-11-30T18:00:00+00:00").message.value or b"")
+    msg = Message("dlq.rss.events", 0, 1, 0, b"k", orjson.dumps({**good, **change}), [])
+    rec = dlq_record_of(msg)
+    assert rec.envelope is None and rec.problem is not None and why in rec.problem
+    stats = TopicStats("dlq.rss.events")
+    stats.add(rec)
+    assert (stats.count, stats.not_envelopes, dict(stats.by_category)) == (1, 1, {})
+    assert analyze([rec]) == []
+    assert not Selection().matches(rec)
