@@ -17,8 +17,6 @@ class Category(StrEnum):
 class DeserializationError(ValueError):
     """The value is not a UTF-8 JSON object (tombstones and empty values included)."""
 
-    category = Category.DESERIALIZATION
-
 
 class TombstoneError(DeserializationError):
     """The record has a null value (a Kafka tombstone): there is nothing to validate."""
@@ -34,8 +32,6 @@ class NotAnObjectError(DeserializationError):
 
 class ValidationError(ValueError):
     """A field rule of SPEC section 3 failed; ``field`` names the field at fault."""
-
-    category = Category.VALIDATION
 
     def __init__(self, field: str | None, message: str) -> None:
         super().__init__(message)

@@ -12,7 +12,7 @@ import importlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -126,13 +126,27 @@ class FeedProcessor:
         self.sleep = sleep
         self.clock = clock
 
+    def outcomes(
+        self, records: Iterable[tuple[SourceRecord, bytes | None]]
+    ) -> Iterator[tuple[SourceRecord, Outcome]]:
+        """The one processing path: exactly one outcome per record, in order; never raises
+        (bar KeyboardInterrupt). Each record comes with its raw headers block when its headers
+        are not decoded yet (the job's frames): they are decoded only for an envelope."""
+        now = self.clock()  # one reading per call: a batch is processed in milliseconds
+        for record, block in records:
+            attempt = self._attempt(record, now)
+            if isinstance(attempt, Clean):
+                yield record, attempt
+                continue
+            if block is not None:
+                record = record._replace(headers=decode_headers(block))
+            yield record, self.fail(record, attempt.exc, attempt.attempts, now)
+
     def process(self, record: SourceRecord) -> Outcome:
-        """Exactly one outcome for ``record``; never raises (bar KeyboardInterrupt)."""
-        now = self.clock()
-        outcome = self._attempt(record, now)
-        if isinstance(outcome, Clean):
+        """The outcome of one record (headers decoded): :meth:`outcomes` for a batch of one."""
+        for _, outcome in self.outcomes(((record, None),)):
             return outcome
-        return self.fail(record, outcome.exc, outcome.attempts, now)
+        raise AssertionError("unreachable: one record in, one outcome out")
 
     def _attempt(self, record: SourceRecord, now: datetime) -> Clean | _Attempted:
         """The clean record, or the exception that stopped it (its envelope is built by the
@@ -210,25 +224,16 @@ class FeedProcessor:
         results = []
         counts: Counter[str] = Counter()
         clean = 0
-        now = self.clock()  # one reading per batch: a batch is processed in milliseconds
-        for record, headers in batch_records(batch):
-            outcome = self._attempt(record, now)
+        pairs = list(batch_records(batch))  # records with their headers block as it came in
+        for (record, outcome), (_, headers) in zip(self.outcomes(pairs), pairs, strict=True):
             if isinstance(outcome, Clean):
                 clean += 1
-                results.append(
-                    (
-                        CLEAN_SIDE,
-                        sink_frame(outcome.key, outcome.value, headers, -1, record.timestamp),
-                    )
-                )
-                continue
-            # an envelope carries the original headers: decode them for this record only
-            record = record._replace(headers=decode_headers(headers))
-            failed = self.fail(record, outcome.exc, outcome.attempts, now)
-            counts[str(failed.category)] += 1
-            results.append(
-                (DLQ_SIDE, sink_frame(failed.key, failed.envelope, headers, record.partition))
-            )
+                frame = sink_frame(outcome.key, outcome.value, headers, -1, record.timestamp)
+                results.append((CLEAN_SIDE, frame))
+            else:
+                counts[str(outcome.category)] += 1
+                frame = sink_frame(outcome.key, outcome.envelope, headers, record.partition)
+                results.append((DLQ_SIDE, frame))
         if clean:
             counts["clean"] = clean
         return join_results(results), counts
