@@ -30,10 +30,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
@@ -41,6 +43,7 @@ from confluent_kafka.admin import AdminClient
 from jobs.local import free_port, isolated_config, start_job
 from kafkaio.admin import ensure_project_topics
 from kafkaio.scan import consumer as scan_consumer
+from kafkaio.scan import read_to_end
 from udfs.config import FEEDS, ROOT, load_config
 from udfs.sample import generate
 
@@ -305,11 +308,35 @@ class OutputWatch(threading.Thread):
         return True
 
 
-def flink_run(base: Path, tmp: Path, tag: str, records: int) -> tuple[float, float, float]:
+def check_exactly_once(cfg: Path, records: int) -> None:
+    """Every input position in the run's outputs exactly once (read_committed), or an error:
+    a system that is fast because it drops or repeats records is not measured."""
+    config = load_config(cfg)
+    outputs = [t for f in config.feeds.values() for t in (f.clean, f.dlq)]
+    seen: Counter[tuple[str, int, int]] = Counter()
+    for msg in read_to_end(config.kafka.librdkafka(), outputs, timeout_s=600):
+        body = orjson.loads(msg.value or b"")
+        src = body.get("_source") or body["source"]
+        seen[(src["topic"], src["partition"], src["offset"])] += 1
+    duplicated = sum(n - 1 for n in seen.values())
+    if len(seen) != records or duplicated:
+        raise RuntimeError(
+            f"{cfg.stem}: {len(seen):,} of {records:,} inputs in the outputs, "
+            f"{duplicated:,} duplicated"
+        )
+
+
+def flink_run(
+    base: Path, tmp: Path, tag: str, records: int, check: bool = False
+) -> tuple[float, float, float]:
     """One bounded run of the job on a fresh copy of ``base``'s outputs: (start-up seconds,
-    processing seconds from the first record read to the last one committed, peak RSS)."""
+    processing seconds from the first record read to the last one committed, peak RSS).
+    ``check``: verify its outputs exactly once afterwards (not timed)."""
     with fresh_outputs(base, tmp, tag) as cfg:
-        return _flink_run(cfg, records)
+        result = _flink_run(cfg, records)
+        if check:
+            check_exactly_once(cfg, records)
+        return result
 
 
 def _flink_run(cfg: Path, records: int) -> tuple[float, float, float]:
@@ -442,10 +469,15 @@ def _latency(cfg: Path, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
-def system_run(name: str, base: Path, tmp: Path, tag: str) -> tuple[float, float, int]:
-    """One run of a system of bench/systems.py on ``base``: (records/s, peak RSS, records)."""
+def system_run(
+    name: str, base: Path, tmp: Path, tag: str, check: bool = False
+) -> tuple[float, float, int]:
+    """One run of a system of bench/systems.py on ``base``: (records/s, peak RSS, records).
+    ``check``: verify its outputs exactly once afterwards (not timed)."""
     with fresh_outputs(base, tmp, tag) as cfg:
         out, _, rss = measured([sys.executable, "-m", "bench.systems", name, str(cfg)])
+        if check:
+            check_exactly_once(cfg, json.loads(out.strip().splitlines()[-1])["records"])
     res = json.loads(out.strip().splitlines()[-1])
     return res["records"] / max(res["seconds"], 1e-3), rss, res["records"]
 
@@ -494,11 +526,14 @@ def main() -> None:
     }
     processed: dict[str, int] = {}
     for r in range(args.runs):  # interleaved, so drift hits every system alike
-        start, seconds, rss = flink_run(base, tmp, f"b{os.getpid()}-flink{r}", n)
+        # The first round's outputs are checked exactly once, the job's and the loop's alike.
+        start, seconds, rss = flink_run(base, tmp, f"b{os.getpid()}-flink{r}", n, check=r == 0)
         startup.append(start)
         walls["flink_job"].append((n / max(seconds, 1e-3), rss))
         for name in ("plain_loop", "kafka_io", "udfs_only"):
-            rate, rss, processed[name] = system_run(name, base, tmp, f"b{os.getpid()}-{name}{r}")
+            rate, rss, processed[name] = system_run(
+                name, base, tmp, f"b{os.getpid()}-{name}{r}", check=r == 0 and name == "plain_loop"
+            )
             walls[name].append((rate, rss))
         print(
             f"round {r + 1}/{args.runs}: "
@@ -508,6 +543,8 @@ def main() -> None:
     for name, values in walls.items():
         systems[name] = summary([v[0] for v in values], [v[1] for v in values])
     systems["flink_job"]["startup_s"] = round(statistics.median(startup), 1)
+    for name in ("flink_job", "plain_loop"):
+        systems[name]["exactly_once_checked"] = True  # check_exactly_once raised otherwise
     for name, count in processed.items():
         systems[name]["records"] = count
 

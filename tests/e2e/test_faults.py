@@ -148,6 +148,22 @@ def wait_running(
     raise AssertionError(f"job {job} not running (with a new checkpoint) in {timeout_s} s")
 
 
+def failover_count(base: str, job: str) -> int:
+    return len(rest(base, f"/jobs/{job}/exceptions")["exceptionHistory"]["entries"])
+
+
+def wait_until(what: str, check: Any, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
 def open_transaction_records(bootstrap: str, topics: list[str]) -> int:
     """Records written to ``topics`` in transactions not yet committed or aborted.
 
@@ -215,7 +231,9 @@ def test_exactly_once_under_kills_broker_restart_and_savepoint(
     records = corpus()
     producer = SteadyProducer(bootstrap, {f: config.feeds[f].input for f in config.feeds}, records)
     producer.start()
-    rng = random.Random()
+    seed = int(os.environ.get("FAULT_SEED", time.time_ns() % 2**32))
+    report(f"fault timing seed {seed} (FAULT_SEED={seed} repeats it)")
+    rng = random.Random(seed)
     events: Counter[str] = Counter()
     try:
         for step in ("kill", "kill", "broker", "savepoint", "kill"):
@@ -225,22 +243,32 @@ def test_exactly_once_under_kills_broker_restart_and_savepoint(
                 # Only a kill with records in an open transaction tests exactly once: they
                 # are aborted and written again after recovery.
                 pending = wait_open_transaction(bootstrap, outputs)
+                failovers = failover_count(cluster, job)
                 report(
                     f"{pending} records in open transactions; "
                     + sh(CLUSTER, "taskmanager-kill").strip()
                 )
                 time.sleep(rng.uniform(1.0, 4.0))
                 report(sh(CLUSTER, "taskmanager-start").strip())
+                # The kill happened: the job failed over (it is in the exception history).
+                wait_until(
+                    "the job's failover after the kill",
+                    lambda j=job, n=failovers: failover_count(cluster, j) > n,  # type: ignore[misc]
+                )
             elif step == "broker":
                 report(sh(KAFKA, "down").strip())
-                time.sleep(8)
+                status = subprocess.run([KAFKA, "status"], capture_output=True)
+                assert status.returncode != 0, "the broker still runs after kafka.sh down"
+                time.sleep(8)  # the outage's length, not a wait for anything
                 report(sh(KAFKA, "up").strip())
             else:
                 out = sh(CLUSTER, "savepoint")
                 savepoint = re.search(r"Savepoint completed\. Path: (\S+)", out)
                 assert savepoint, out
                 report(f"stopped with savepoint {savepoint.group(1)}")
+                stopped = job
                 job = sh(CLUSTER, "submit", savepoint.group(1), env=env).strip().splitlines()[-1]
+                assert job != stopped and rest(cluster, f"/jobs/{stopped}")["state"] == "FINISHED"
                 report(f"resumed from the savepoint as job {job}")
             events[step] += 1
             wait_running(cluster, job, checkpoints_after=0 if step == "savepoint" else done)
@@ -256,7 +284,9 @@ def test_exactly_once_under_kills_broker_restart_and_savepoint(
             if len(committed) >= RECORDS or time.monotonic() > deadline:
                 break
             time.sleep(5)
-        time.sleep(8)  # a few more checkpoints: anything duplicated would show up now
+        # Two more checkpoints complete: anything duplicated would be committed by then.
+        done = rest(cluster, f"/jobs/{job}/checkpoints")["counts"]["completed"]
+        wait_running(cluster, job, checkpoints_after=done + 1)
         committed = read_all(bootstrap, outputs, timeout_s=120)
         uncommitted = read_all(bootstrap, outputs, "read_uncommitted", timeout_s=120)
     finally:
@@ -281,7 +311,7 @@ def test_exactly_once_under_kills_broker_restart_and_savepoint(
         f"{dict(categories)}; read_uncommitted outputs {len(uncommitted):,} "
         f"(duplicates there: {raw_duplicated})"
     )
-    assert events == {"kill": 3, "broker": 1, "savepoint": 1}
+    assert events == {"kill": 3, "broker": 1, "savepoint": 1}  # each one proven as it happened
     assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:3]}"
     assert duplicated == 0
     assert len(committed) == RECORDS

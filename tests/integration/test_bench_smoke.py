@@ -31,6 +31,8 @@ def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path
     assert set(report["systems"]) == {"flink_job", "plain_loop", "kafka_io", "udfs_only"}
     for name, system in report["systems"].items():
         assert system["records_per_s"] > 0 and system["peak_rss_mb"] > 0, name
+    for name in ("flink_job", "plain_loop"):  # their outputs were read back: exactly once
+        assert report["systems"][name]["exactly_once_checked"] is True, name
     for name in ("plain_loop", "kafka_io", "udfs_only"):
         assert report["systems"][name]["records"] == report["records"] == 2_000, name
     assert set(report["ratios"]) == {

@@ -81,7 +81,9 @@ def test_broker_down_for_a_minute_loses_and_duplicates_nothing(
             300,
             proc,
         )
-        time.sleep(3)  # more checkpoints: a duplicate would show up now
+        # Two more checkpoints complete: a duplicate would be committed by then.
+        done = checkpoints(port, job_id)
+        wait_for("two more checkpoints", lambda: checkpoints(port, job_id) >= done + 2, 60, proc)
         committed = read_all(bootstrap, outputs, timeout_s=60)
         failures = len(rest(port, f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"])
         state = rest(port, f"/jobs/{job_id}")["state"]
@@ -91,7 +93,12 @@ def test_broker_down_for_a_minute_loses_and_duplicates_nothing(
     assert set(seen) == set(sent), f"lost {len(set(sent) - set(seen))}"
     assert max(seen.values()) == 1, "duplicated"
     assert state == "RUNNING"
+    assert failures >= 1, "the job never failed: the outage did not reach it"
     print(f"outage {OUTAGE_S} s: {len(sent)} inputs exactly once; job failures {failures}")
+
+
+def checkpoints(port: int, job_id: str) -> int:
+    return int(rest(port, f"/jobs/{job_id}/checkpoints")["counts"]["completed"])
 
 
 def test_dlq_topic_deleted_under_the_job_fails_loudly_and_recovers(
@@ -156,7 +163,8 @@ def test_dlq_topic_deleted_under_the_job_fails_loudly_and_recovers(
             return set(after) <= got
 
         wait_for("the records after the deletion", caught_up, 300, proc)
-        time.sleep(3)  # more checkpoints: a duplicate would show up now
+        done = checkpoints(port, job_id)
+        wait_for("two more checkpoints", lambda: checkpoints(port, job_id) >= done + 2, 60, proc)
         committed = read_all(bootstrap, outputs, timeout_s=60)
         assert rest(port, f"/jobs/{job_id}")["state"] == "RUNNING"
     finally:

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from dlq.replay import load_ledger
 from kafkaio.admin import ensure_project_topics
-from tests.kafka_helpers import ROOT, dlq_cli, fill_dlq, make_job_config, read_all
+from tests.kafka_helpers import ROOT, dlq_cli, fill_dlq, make_job_config, read_all, wait_for
 from udfs.config import load_config
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,13 @@ def test_replay_killed_half_way_and_rerun_writes_each_record_once(
     while not load_ledger(conf, config.ledger_topic, config.feeds["rss"].dlq):
         assert first.poll() is None and time.monotonic() < deadline, "no transaction committed"
         time.sleep(0.3)
-    time.sleep(1.0)  # well inside the next, still open, transaction
+    rss = config.feeds["rss"].input
+
+    def open_transaction() -> bool:  # records written that no commit has made visible yet
+        committed = len(read_all(bootstrap, [rss], timeout_s=20))
+        return len(read_all(bootstrap, [rss], "read_uncommitted", timeout_s=20)) > committed
+
+    wait_for("records in an open replay transaction", open_transaction, 60, first)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(10)
     done_before = len(load_ledger(conf, config.ledger_topic, config.feeds["rss"].dlq))
