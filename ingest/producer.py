@@ -33,8 +33,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from ingest.spool import LocalSpool, S3Spool, SpooledRecord, SpoolError, open_spool
 from udfs.config import FeedTopics, JobConfig
 from udfs.envelope import build_delivery_envelope, claim_checked, encode
+from udfs.frames import Headers
 
-Headers = tuple[tuple[str, bytes | None], ...]
 LOG = logging.getLogger("marketlag.ingest.kafka")
 
 # Delivery errors after which the record may be in the topic all the same.

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import orjson
 
 from udfs.envelope import b64, unb64
+from udfs.frames import Headers
 
 MAGIC = b"MLS1"
 _HEAD = struct.Struct(">4sII")
@@ -48,7 +49,6 @@ SEGMENT_SUFFIX = ".spool"
 OPEN_SUFFIX = ".spool.open"
 # A segment still ``.open`` this long after its last write lost its writer (a crash).
 ORPHAN_AGE_S = 30.0
-Headers = tuple[tuple[str, bytes | None], ...]
 
 
 class SpoolError(OSError):

@@ -16,25 +16,10 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from udfs.envelope import EnvelopeError, EnvelopeView
+from udfs.frames import Headers, SourceRecord
 
-Headers = list[tuple[str, bytes | None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One Kafka record as read."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int | None
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-
-    @property
-    def position(self) -> tuple[str, int, int]:
-        return self.topic, self.partition, self.offset
+# One Kafka record as read: the record type of the whole project (udfs.frames.SourceRecord).
+Message = SourceRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +140,7 @@ def read_to_end(
 
 def headers_of(raw: object) -> Headers:
     """confluent-kafka gives a list of (str, bytes | None) pairs, or None."""
-    return [(str(k), v) for k, v in raw] if isinstance(raw, list) else []
+    return tuple((str(k), v) for k, v in raw) if isinstance(raw, list) else ()
 
 
 def read_dlq(conf: Mapping[str, str], topics: Sequence[str]) -> Iterator[DlqRecord]:

@@ -47,7 +47,7 @@ def produce(
                 None,
                 msg.key(),
                 msg.value(),
-                list(msg.headers() or []),
+                tuple(msg.headers() or []),
             )
         )
 

@@ -52,6 +52,10 @@ class SourceRecord(NamedTuple):
     value: bytes | None
     headers: Headers = ()
 
+    @property
+    def position(self) -> tuple[str, int, int]:
+        return self.topic, self.partition, self.offset
+
     def header(self, name: str) -> bytes | None:
         """The last value of header ``name`` (Kafka semantics), or None."""
         for key, value in reversed(self.headers):

@@ -82,7 +82,7 @@ def test_replay_killed_half_way_and_rerun_writes_each_record_once(
     for m in written:
         i = int((m.key or b"e-0").decode().split("-")[1])
         assert m.partition == i % 3, "written back to the original partition"
-        assert m.headers == [("seq", str(i).encode()), ("dlq.replay.count", b"1")]
+        assert m.headers == (("seq", str(i).encode()), ("dlq.replay.count", b"1"))
         assert json.loads(m.value or b"") == {"event_id": f"e-{i}", "title": "t"}
 
 

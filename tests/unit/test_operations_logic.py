@@ -28,7 +28,7 @@ def dlq_record(
         operator="o",
         failed_at=datetime.fromisoformat(failed),
     )
-    msg = Message("dlq.rss.events", partition, offset, ts, b"k", orjson.dumps(env), [])
+    msg = Message("dlq.rss.events", partition, offset, ts, b"k", orjson.dumps(env), ())
     return dlq_record_of(msg)
 
 
@@ -104,7 +104,7 @@ def test_growth_counts_only_the_window() -> None:
 def test_one_decision_on_what_is_not_an_envelope(change: dict[str, object], why: str) -> None:
     """Every reader gets the same verdict: stats counts it, analyze and replay skip it."""
     good = orjson.loads(dlq_record("m", None, 0, "2026-11-30T18:00:00+00:00").message.value or b"")
-    msg = Message("dlq.rss.events", 0, 1, 0, b"k", orjson.dumps({**good, **change}), [])
+    msg = Message("dlq.rss.events", 0, 1, 0, b"k", orjson.dumps({**good, **change}), ())
     rec = dlq_record_of(msg)
     assert rec.envelope is None and rec.problem is not None and why in rec.problem
     stats = TopicStats("dlq.rss.events")
