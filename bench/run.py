@@ -43,7 +43,7 @@ from confluent_kafka.admin import AdminClient
 from jobs.local import free_port, isolated_config, start_job
 from kafkaio.admin import ensure_project_topics
 from kafkaio.scan import consumer as scan_consumer
-from kafkaio.scan import read_to_end
+from kafkaio.scan import read_to_end, watermarks
 from udfs.config import FEEDS, ROOT, load_config
 from udfs.sample import generate
 
@@ -108,15 +108,10 @@ def dataset(records: int, bad_share: float, tmp: Path) -> Path:
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
     ensure_project_topics(config, admin)
     probe = scan_consumer({"bootstrap.servers": BOOTSTRAP})
-    from confluent_kafka import TopicPartition
 
     for i, feed in enumerate(FEEDS):
         topic = config.feeds[feed].input
-        md = probe.list_topics(topic, timeout=10)
-        have = sum(
-            probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in md.topics[topic].partitions
-        )
+        have = sum(high for _, high in watermarks(probe, [topic]).values())
         want = records // 2 + (records % 2 if i == 0 else 0)
         if have == want:
             continue

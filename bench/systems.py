@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from kafkaio.scan import read_to_end
+from kafkaio.scan import read_to_end, watermarks
 from udfs.config import FEEDS, JobConfig, load_config
 from udfs.frames import SourceRecord
 from udfs.pipeline import Clean, FeedProcessor
@@ -36,14 +36,8 @@ def _consumer(config: JobConfig) -> tuple[Consumer, dict[tuple[str, int], int]]:
             "log_level": "3",
         }
     )
-    md = c.list_topics(timeout=15)
-    ends = {}
-    for feed in FEEDS:
-        topic = config.feeds[feed].input
-        for p in md.topics[topic].partitions:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
-            if high > low:
-                ends[(topic, p)] = high
+    inputs = [config.feeds[feed].input for feed in FEEDS]
+    ends = {tp: high for tp, (low, high) in watermarks(c, inputs).items() if high > low}
     c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
     return c, ends
 

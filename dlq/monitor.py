@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from dlq.replay import load_ledger
 from dlq.stats import TopicStats
 from ingest.spool import SpoolError, SpoolSummary, open_spool, summarise
-from kafkaio.scan import dlq_record, message_of
+from kafkaio.scan import dlq_record, message_of, watermarks
 from udfs.config import JobConfig
 
 
@@ -103,15 +103,12 @@ class DlqFollower(threading.Thread):
             }
         )
         try:
-            md = lag_probe.list_topics(timeout=15)
-            parts = [
-                TopicPartition(t.input, p)
-                for t in self.config.feeds.values()
-                if t.input in md.topics
-                for p in md.topics[t.input].partitions
-            ]
+            present = lag_probe.list_topics(timeout=15).topics
+            inputs = [t.input for t in self.config.feeds.values() if t.input in present]
+            marks = watermarks(lag_probe, inputs)
+            parts = [TopicPartition(topic, p) for topic, p in marks]
             for tp in lag_probe.committed(parts, timeout=15):
-                low, high = lag_probe.get_watermark_offsets(tp, timeout=15)
+                low, high = marks[(tp.topic, tp.partition)]
                 position = tp.offset if tp.offset >= 0 else low
                 lag[(tp.topic, tp.partition)] = max(0, high - position)
         finally:

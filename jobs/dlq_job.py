@@ -33,7 +33,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pyflink.common import Configuration, Types, WatermarkStrategy
 from pyflink.datastream import (
     CheckpointingMode,
@@ -52,6 +52,7 @@ from pyflink.datastream.connectors.kafka import (
 )
 from pyflink.java_gateway import get_gateway
 
+from kafkaio.scan import watermarks
 from udfs.config import (
     FEEDS,
     ROOT,
@@ -126,15 +127,9 @@ def end_offsets(config: JobConfig, topics: Sequence[str]) -> dict[tuple[str, int
         {**config.kafka.librdkafka(), "group.id": config.group_id, "enable.auto.commit": False}
     )
     try:
-        md = consumer.list_topics(timeout=30)
-        ends = {}
-        for topic in topics:
-            if topic not in md.topics or md.topics[topic].error is not None:
-                raise ConfigError(f"input topic {topic!r} does not exist (make topics)")
-            for p in md.topics[topic].partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-                ends[(topic, p)] = high
-        return ends
+        return {tp: high for tp, (_, high) in watermarks(consumer, topics, 30).items()}
+    except KafkaException as e:
+        raise ConfigError(f"input {e.args[0].str()} (make topics)") from e
     finally:
         consumer.close()
 

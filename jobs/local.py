@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from kafkaio.scan import topic_size
+from kafkaio.scan import topic_size, watermarks
 from udfs.config import FEEDS, ROOT, JobConfig
 from udfs.sample import generate
 
@@ -86,15 +86,13 @@ class CommittedCounter(threading.Thread):
 
 def input_consumed(consumer: Consumer, config: JobConfig, feed: str) -> int:
     """Records of the feed's input the job has committed (consumer group offsets)."""
-    topic = config.feeds[feed].input
-    md = consumer.list_topics(topic, timeout=10)
-    parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
-    total = 0
-    for tp in consumer.committed(parts, timeout=10):
-        if tp.offset >= 0:
-            low, _ = consumer.get_watermark_offsets(tp, timeout=10)
-            total += tp.offset - low
-    return total
+    marks = watermarks(consumer, [config.feeds[feed].input], 10)
+    parts = [TopicPartition(topic, p) for topic, p in marks]
+    return sum(
+        tp.offset - marks[(tp.topic, tp.partition)][0]
+        for tp in consumer.committed(parts, timeout=10)
+        if tp.offset >= 0
+    )
 
 
 def status_table(rows: list[tuple[str, int, int, int, float]]) -> Table:

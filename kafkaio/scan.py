@@ -71,14 +71,33 @@ def consumer(conf: Mapping[str, str], isolation: str = "read_committed") -> Cons
     )
 
 
+def watermarks(
+    c: Consumer, topics: Sequence[str], timeout_s: float = 15
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """The (low, high) watermark of every partition of ``topics``, asked of the brokers now.
+
+    Raises KafkaException (UNKNOWN_TOPIC_OR_PART) naming a topic that does not exist or that
+    this principal may not describe.
+    """
+    md = c.list_topics(timeout=timeout_s)
+    marks = {}
+    for topic in topics:
+        if topic not in md.topics or md.topics[topic].error is not None:
+            raise KafkaException(
+                KafkaError(
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                    f"topic {topic!r} does not exist or this principal may not describe it",
+                )
+            )
+        for p in md.topics[topic].partitions:
+            tp = TopicPartition(topic, p)
+            marks[(topic, p)] = c.get_watermark_offsets(tp, timeout=timeout_s)
+    return marks
+
+
 def topic_size(c: Consumer, topic: str) -> int:
     """Records between the low and high watermark of all partitions of ``topic``."""
-    md = c.list_topics(topic, timeout=10)
-    total = 0
-    for p in md.topics[topic].partitions:
-        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        total += high - low
-    return total
+    return sum(high - low for low, high in watermarks(c, [topic]).values())
 
 
 def read_to_end(
@@ -90,22 +109,7 @@ def read_to_end(
     """Every message of ``topics`` up to the end offsets present now, in partition order."""
     c = consumer(conf, isolation)
     try:
-        md = c.list_topics(timeout=15)
-        parts = []
-        for topic in topics:
-            if topic not in md.topics or md.topics[topic].error is not None:
-                raise KafkaException(
-                    KafkaError(
-                        KafkaError.UNKNOWN_TOPIC_OR_PART,
-                        f"topic {topic!r} does not exist or this principal may not describe it",
-                    )
-                )
-            parts += [TopicPartition(topic, p) for p in md.topics[topic].partitions]
-        ends = {}
-        for tp in parts:
-            low, high = c.get_watermark_offsets(tp, timeout=15)
-            if high > low:
-                ends[(tp.topic, tp.partition)] = high
+        ends = {tp: high for tp, (low, high) in watermarks(c, topics).items() if high > low}
         if not ends:
             return
         c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
