@@ -292,7 +292,7 @@ def flink_configuration(config: JobConfig) -> Configuration:
     conf.set_string("pipeline.name", config.name)
     # Every operator of the job emits a new array per record and keeps none it has emitted or
     # received (the batcher copies frames into its own buffer), so chained operators may pass
-    # records on without Flink copying each one (measured: 4% of the JVM's samples).
+    # records on without Flink copying each one (BENCH.md, "All levers").
     conf.set_string("pipeline.object-reuse", "true")
     if not submitted_to_cluster():
         conf.set_string("execution.checkpointing.dir", config.checkpoint_dir.resolve().as_uri())
@@ -317,10 +317,9 @@ def python_worker_processes(config: JobConfig) -> None:
     """In process mode, gives the embedded mini-cluster real Python worker processes.
 
     On a local mini-cluster PyFlink otherwise runs every Python worker inside this client
-    process ("loopback"), so all Python operators share one interpreter lock and one core.
-    Measured side by side (bench/results/levers.json, 300,000 records): 9,051 records/s in
-    loopback, 12,583 with a worker process per task slot. A cluster always starts worker
-    processes; the setting only reaches PyFlink through this environment variable.
+    process ("loopback"), so all Python operators share one interpreter lock and one core
+    (slower: BENCH.md). A cluster always starts worker processes; the setting only reaches
+    PyFlink through this environment variable.
     """
     if config.python_execution_mode == "process":
         os.environ.setdefault("_python_worker_execution_mode", "process")

@@ -71,7 +71,7 @@ def _format_tb(tb: TracebackType) -> list[str]:
     ``traceback`` checks every source file of the stack with ``os.stat`` on each call
     (``linecache.checkcache``). Each such call releases the GIL, and in the Python worker,
     where Beam's threads and the other operators share it, getting it back costs up to a
-    switch interval: measured, that made every failed record ~1 ms dearer (BENCH.md). A site's
+    switch interval, for every failed record (BENCH.md). A site's
     lines depend on nothing but its code and positions, so they are reused.
     """
     key = tuple((t.tb_frame.f_code, t.tb_lasti) for t in _walk(tb))
@@ -100,7 +100,7 @@ def _safe(value: object, what: str, func: Any = str) -> str:
 
 def _format_exception_only(exc: BaseException) -> list[str]:
     """``traceback.format_exception_only(exc)`` without building a ``TracebackException``
-    (which walks the cause chain again: 10% of a Python worker's time with many failures).
+    (which walks the cause chain again: a large share of a worker's time when many records fail).
     Syntax errors, which Python prints with their source line, take the library's path."""
     if isinstance(exc, SyntaxError):
         return traceback.format_exception_only(exc)

@@ -48,7 +48,7 @@ public final class RecordFrames {
     /**
      * The raw name bytes of a consumed header. The consumer's {@link RecordHeader} keeps them
      * as a buffer until {@code key()} decodes them, under a lock, into a String that a frame
-     * would only encode again (measured: 5% of the JVM's samples); read them directly where
+     * would only encode again (a visible share of the JVM's samples); read them directly where
      * the class allows it, else encode {@code key()}.
      */
     private static final VarHandle KEY_BUFFER = keyBuffer();
