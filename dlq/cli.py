@@ -209,10 +209,17 @@ def stats(
         sys.exit(EXIT_FAILED)
 
 
+def _console() -> Any:
+    """Rich's console: on a terminal as wide as it is; piped to a file or a pager, wide enough
+    that no cell is cut (a table is only as wide as its contents)."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=100_000)
+
+
 def _print_stats(
     result: dict[str, dict[str, object]], spooled: dict[str, Any], window: float
 ) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="DLQ topics (read_committed)")
@@ -244,7 +251,7 @@ def _print_stats(
             ", ".join(f"{k} {v}" for k, v in sorted(cats.items())) or "-",
             ", ".join(f"{k} {v}" for k, v in top) or "-",
         )
-    console = Console()
+    console = _console()
     console.print(table)
     if "error" in spooled:
         console.print(f"spool {spooled['location']}: {spooled['error']}")
@@ -314,9 +321,9 @@ def analyze(obj: Context, topic: str | None, as_json: bool, plot: Path | None, t
     if as_json:
         click.echo(orjson.dumps(doc).decode())
         return
-    from rich.console import Console
     from rich.table import Table
 
+    wide = not sys.stdout.isatty()  # piped to a file or a pager: every value in full
     table = Table(title=f"{total:,} failures in {len(groups)} groups")
     for col in (
         "fingerprint",
@@ -339,12 +346,12 @@ def analyze(obj: Context, topic: str | None, as_json: bool, plot: Path | None, t
             g["category"],
             g["type"],
             g["field"] or "-",
-            g["pattern"][:80],
+            g["pattern"] if wide else g["pattern"][:80],
             g["first_seen"] or "-",
             g["last_seen"] or "-",
             " ".join(":".join(map(str, s)) for s in g["samples"][:3]),
         )
-    Console().print(table)
+    _console().print(table)
     if plot is not None:
         click.echo(f"plot written to {plot}")
 

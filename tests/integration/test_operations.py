@@ -79,6 +79,12 @@ def test_analyze_groups_failures_by_fingerprint(loop: dict[str, Any]) -> None:
         assert g["first_seen"] <= g["last_seen"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot.stat().st_size > 10_000
+    # Piped (as here), the table holds every value in full: no cell cut to "…".
+    table = dlq_cli(loop["path"], "analyze", "--top", "100")
+    assert table.returncode == 0, table.stderr
+    assert "…" not in table.stdout
+    for g in doc["groups"]:
+        assert g["fingerprint"] in table.stdout and g["pattern"] in table.stdout
 
 
 def test_replay_with_fix_turns_failures_into_clean_records(

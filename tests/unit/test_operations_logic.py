@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
+from dlq.plot import bucket, step_label
 from dlq.replay import Selection, replay_headers
 from dlq.stats import TopicStats, analyze, fingerprint, normalise_message
 from kafkaio.scan import DlqRecord, Message
@@ -112,3 +113,17 @@ def test_one_decision_on_what_is_not_an_envelope(change: dict[str, object], why:
     assert (stats.count, stats.not_envelopes, dict(stats.by_category)) == (1, 1, {})
     assert analyze([rec]) == []
     assert not Selection().matches(rec)
+
+
+@pytest.mark.parametrize(
+    ("span", "bins_at_most", "label"),
+    [
+        (timedelta(milliseconds=400), 60, "10 ms"),
+        (timedelta(0), 1, "1 ms"),
+        (timedelta(hours=1), 60, "1 min"),
+        (timedelta(days=20), 60, "1 day"),
+    ],
+)
+def test_plot_bins_follow_the_span(span: timedelta, bins_at_most: int, label: str) -> None:
+    step = bucket(span)
+    assert span / step <= bins_at_most and step_label(step) == label
