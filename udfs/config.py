@@ -46,9 +46,9 @@ class KafkaConfig:
     """How to reach the brokers; security settings from the environment only."""
 
     bootstrap_servers: str
-    transactional_id_prefix: str = "marketlag-dlq"
-    transaction_timeout_ms: int = 600_000
-    max_request_size: int = 16 * 1024 * 1024
+    transactional_id_prefix: str
+    transaction_timeout_ms: int
+    max_request_size: int
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -111,33 +111,29 @@ class FeedTopics:
 class RetryConfig:
     """Bounded retries with exponential backoff for transient failures."""
 
-    max_attempts: int = 3
-    backoff_ms: int = 100
-    max_backoff_ms: int = 5000
-    retryable: tuple[str, ...] = ()
+    max_attempts: int
+    backoff_ms: int
+    max_backoff_ms: int
+    retryable: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class BatchConfig:
     """How records are grouped for the crossing between the JVM and the Python workers."""
 
-    max_records: int = 1000
-    max_bytes: int = 1024 * 1024
-    max_delay_ms: int = 100
+    max_records: int
+    max_bytes: int
+    max_delay_ms: int
 
 
 @dataclass(frozen=True)
 class IngestConfig:
     """The ingest producers' settings (``ingest`` in conf/job.yaml; SPEC section 9)."""
 
-    # Where records wait that reached neither their topic nor their DLQ: a directory
-    # (relative to the working directory) or s3://bucket/prefix. MARKETLAG_SPOOL overrides it.
-    spool: str = "var/spool"
-    # How long ``send`` waits for the input topic's acknowledgements, then for the DLQ's.
-    delivery_timeout_ms: int = 30_000
-    dlq_timeout_ms: int = 10_000
-    # Extra librdkafka producer settings (no credentials: those come from the environment).
-    producer: Mapping[str, str] = field(default_factory=dict)
+    spool: str  # a directory or s3://bucket/prefix (MARKETLAG_SPOOL overrides it)
+    delivery_timeout_ms: int
+    dlq_timeout_ms: int
+    producer: Mapping[str, str]  # extra librdkafka settings
 
 
 @dataclass(frozen=True)
@@ -159,17 +155,17 @@ class JobConfig:
     retry: RetryConfig
     enrich: Mapping[str, str | None]
     jars: tuple[Path, ...]
-    flink_conf: Mapping[str, str] = field(default_factory=dict)
-    batch: BatchConfig = field(default_factory=BatchConfig)
+    flink_conf: Mapping[str, str]
+    batch: BatchConfig
     # Extra Kafka client properties of the job's source (consumer) and sinks (producers).
-    source_properties: Mapping[str, str] = field(default_factory=dict)
-    sink_properties: Mapping[str, str] = field(default_factory=dict)
+    source_properties: Mapping[str, str]
+    sink_properties: Mapping[str, str]
     # JVM options of the embedded mini-cluster only (flink.local_jvm_options).
-    local_jvm_options: tuple[str, ...] = ()
-    ingest: IngestConfig = field(default_factory=IngestConfig)
+    local_jvm_options: tuple[str, ...]
+    ingest: IngestConfig
     # retention.ms of the DLQ topics and the parking lot that `dlq topics` creates
     # (-1: never deleted by time or size).
-    dlq_retention_ms: int = -1
+    dlq_retention_ms: int
 
     @property
     def dlq_topics(self) -> tuple[str, ...]:
@@ -185,19 +181,17 @@ class JobConfig:
         return replace(self, kafka=replace(self.kafka, bootstrap_servers=servers))
 
 
-def _get(tree: Mapping[str, Any], path: str, default: Any = ...) -> Any:
+def _get(tree: Mapping[str, Any], path: str) -> Any:
     node: Any = tree
     for part in path.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            if default is ...:
-                raise ConfigError(f"missing setting '{path}'")
-            return default
+            raise ConfigError(f"missing setting '{path}'")
         node = node[part]
     return node
 
 
-def _int(tree: Mapping[str, Any], path: str, default: int, minimum: int = 0) -> int:
-    value = _get(tree, path, default)
+def _int(tree: Mapping[str, Any], path: str, minimum: int = 0) -> int:
+    value = _get(tree, path)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"setting '{path}' must be an integer >= {minimum}, got {value!r}")
     return value
@@ -205,7 +199,7 @@ def _int(tree: Mapping[str, Any], path: str, default: int, minimum: int = 0) -> 
 
 def _properties(tree: Mapping[str, Any], path: str) -> dict[str, str]:
     """A mapping of Kafka client properties; credentials are refused (environment only)."""
-    value = _get(tree, path, {}) or {}
+    value = _get(tree, path) or {}
     if not isinstance(value, Mapping):
         raise ConfigError(f"setting '{path}' must be a mapping of Kafka client properties")
     props = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
@@ -218,7 +212,7 @@ def _properties(tree: Mapping[str, Any], path: str) -> dict[str, str]:
 
 
 def _jvm_options(tree: Mapping[str, Any], path: str) -> tuple[str, ...]:
-    value = _get(tree, path, []) or []
+    value = _get(tree, path) or []
     if isinstance(value, str):
         value = value.split()
     if not isinstance(value, list) or not all(
@@ -229,7 +223,7 @@ def _jvm_options(tree: Mapping[str, Any], path: str) -> tuple[str, ...]:
 
 
 def _retention(tree: Mapping[str, Any], path: str) -> int:
-    value = _get(tree, path, -1)
+    value = _get(tree, path)
     if value is None:
         return -1
     if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
@@ -252,12 +246,7 @@ def scrub_secret_environment() -> None:
         os.environ.pop(name, None)
 
 
-def load_config(
-    path: str | Path | None = None, environ: Mapping[str, str] | None = None
-) -> JobConfig:
-    """Reads the YAML file (default ``conf/job.yaml``) and applies environment overrides."""
-    env = os.environ if environ is None else environ
-    path = Path(path) if path else DEFAULT_CONFIG
+def _read(path: Path) -> Mapping[str, Any]:
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as e:
@@ -266,14 +255,39 @@ def load_config(
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(tree, Mapping):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return tree
+
+
+def _laid_over(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` laid over ``base``: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        below = base.get(key)
+        both = isinstance(value, Mapping) and isinstance(below, Mapping)
+        out[key] = _laid_over(below, value) if both else value  # type: ignore[arg-type]
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> JobConfig:
+    """Reads the configuration and applies the environment's overrides.
+
+    ``conf/job.yaml`` is the one source of defaults: a file given here is laid over it, so it
+    need only hold what it changes.
+    """
+    env = os.environ if environ is None else environ
+    tree = _read(DEFAULT_CONFIG)
+    if path and Path(path).resolve() != DEFAULT_CONFIG.resolve():
+        tree = _laid_over(tree, _read(Path(path)))
 
     password = env.get("KAFKA_SASL_PASSWORD")
     kafka = KafkaConfig(
         bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS")
         or str(_get(tree, "kafka.bootstrap_servers")),
-        transactional_id_prefix=str(_get(tree, "kafka.transactional_id_prefix", "marketlag-dlq")),
-        transaction_timeout_ms=_int(tree, "kafka.transaction_timeout_ms", 600_000, 1),
-        max_request_size=_int(tree, "kafka.max_request_size", 16 * 1024 * 1024, 1),
+        transactional_id_prefix=str(_get(tree, "kafka.transactional_id_prefix")),
+        transaction_timeout_ms=_int(tree, "kafka.transaction_timeout_ms", 1),
+        max_request_size=_int(tree, "kafka.max_request_size", 1),
         security_protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper(),
         sasl_mechanism=env.get("KAFKA_SASL_MECHANISM") or None,
         sasl_username=env.get("KAFKA_SASL_USERNAME") or None,
@@ -296,48 +310,46 @@ def load_config(
         except (KeyError, TypeError) as e:
             raise ConfigError(f"topics.{feed} needs input, clean and dlq topic names") from e
 
-    mode = str(_get(tree, "job.python_execution_mode", "thread"))
+    mode = str(_get(tree, "job.python_execution_mode"))
     if mode not in ("thread", "process"):
         raise ConfigError(f"job.python_execution_mode must be thread or process, got {mode!r}")
-    retryable = _get(tree, "retry.retryable", []) or []
-    enrich = _get(tree, "enrich", {}) or {}
+    retryable = _get(tree, "retry.retryable") or []
+    enrich = _get(tree, "enrich") or {}
     return JobConfig(
-        name=str(_get(tree, "job.name", "marketlag-dlq")),
-        group_id=str(_get(tree, "job.group_id", "marketlag-dlq")),
-        parallelism=_int(tree, "job.parallelism", 3, 1),
+        name=str(_get(tree, "job.name")),
+        group_id=str(_get(tree, "job.group_id")),
+        parallelism=_int(tree, "job.parallelism", 1),
         python_execution_mode=mode,
         kafka=kafka,
         feeds=feeds,
-        parking_topic=str(_get(tree, "topics.parking", "dlq.parking")),
-        ledger_topic=str(_get(tree, "topics.replay_ledger", "dlq.replay.ledger")),
-        partitions=_int(tree, "topics.partitions", 3, 1),
-        checkpoint_interval_ms=_int(tree, "checkpoint.interval_ms", 5000, 100),
-        checkpoint_timeout_ms=_int(tree, "checkpoint.timeout_ms", 120_000, 1000),
-        checkpoint_dir=ROOT / str(_get(tree, "checkpoint.dir", "var/checkpoints")),
+        parking_topic=str(_get(tree, "topics.parking")),
+        ledger_topic=str(_get(tree, "topics.replay_ledger")),
+        partitions=_int(tree, "topics.partitions", 1),
+        checkpoint_interval_ms=_int(tree, "checkpoint.interval_ms", 100),
+        checkpoint_timeout_ms=_int(tree, "checkpoint.timeout_ms", 1000),
+        checkpoint_dir=ROOT / str(_get(tree, "checkpoint.dir")),
         retry=RetryConfig(
-            max_attempts=_int(tree, "retry.max_attempts", 3, 1),
-            backoff_ms=_int(tree, "retry.backoff_ms", 100, 0),
-            max_backoff_ms=_int(tree, "retry.max_backoff_ms", 5000, 0),
+            max_attempts=_int(tree, "retry.max_attempts", 1),
+            backoff_ms=_int(tree, "retry.backoff_ms", 0),
+            max_backoff_ms=_int(tree, "retry.max_backoff_ms", 0),
             retryable=tuple(str(r) for r in retryable),
         ),
         enrich={feed: (str(enrich[feed]) if enrich.get(feed) else None) for feed in FEEDS},
-        jars=tuple(ROOT / str(j) for j in _get(tree, "flink.jars", [])),
-        flink_conf={str(k): str(v) for k, v in (_get(tree, "flink.conf", {}) or {}).items()},
+        jars=tuple(ROOT / str(j) for j in _get(tree, "flink.jars")),
+        flink_conf={str(k): str(v) for k, v in (_get(tree, "flink.conf") or {}).items()},
         source_properties=_properties(tree, "kafka.source"),
         sink_properties=_properties(tree, "kafka.sink"),
         local_jvm_options=_jvm_options(tree, "flink.local_jvm_options"),
         ingest=IngestConfig(
-            spool=env.get("MARKETLAG_SPOOL") or str(_get(tree, "ingest.spool", IngestConfig.spool)),
-            delivery_timeout_ms=_int(
-                tree, "ingest.delivery_timeout_ms", IngestConfig.delivery_timeout_ms, 1
-            ),
-            dlq_timeout_ms=_int(tree, "ingest.dlq_timeout_ms", IngestConfig.dlq_timeout_ms, 1),
+            spool=env.get("MARKETLAG_SPOOL") or str(_get(tree, "ingest.spool")),
+            delivery_timeout_ms=_int(tree, "ingest.delivery_timeout_ms", 1),
+            dlq_timeout_ms=_int(tree, "ingest.dlq_timeout_ms", 1),
             producer=_properties(tree, "ingest.producer"),
         ),
         dlq_retention_ms=_retention(tree, "topics.dlq_retention_ms"),
         batch=BatchConfig(
-            max_records=_int(tree, "batch.max_records", 1000, 1),
-            max_bytes=_int(tree, "batch.max_bytes", 1024 * 1024, 1),
-            max_delay_ms=_int(tree, "batch.max_delay_ms", 100, 1),
+            max_records=_int(tree, "batch.max_records", 1),
+            max_bytes=_int(tree, "batch.max_bytes", 1),
+            max_delay_ms=_int(tree, "batch.max_delay_ms", 1),
         ),
     )

@@ -23,7 +23,7 @@ from udfs.frames import SourceRecord
 SCHEMA = "marketlag.dlq/v1"
 REPLAY_COUNT_HEADER = "dlq.replay.count"
 MAX_STACKTRACE_BYTES = 8 * 1024
-MAX_MESSAGE_CHARS = 2000
+MAX_MESSAGE_BYTES = 2000
 _TRUNCATED = "...[truncated]...\n"
 
 
@@ -207,7 +207,7 @@ def build_envelope(
         "error": {
             "category": str(category),
             "type": type(exc).__name__,
-            "message": cap_utf8(str(exc) or type(exc).__name__, MAX_MESSAGE_CHARS, keep_tail=False),
+            "message": cap_utf8(str(exc) or type(exc).__name__, MAX_MESSAGE_BYTES, keep_tail=False),
             "field": field if isinstance(field, str) else None,
             "stacktrace": format_stacktrace(exc),
         },
@@ -248,7 +248,7 @@ def build_delivery_envelope(
         "error": {
             "category": str(Category.DELIVERY),
             "type": error_name,
-            "message": cap_utf8(message or error_name, MAX_MESSAGE_CHARS, keep_tail=False),
+            "message": cap_utf8(message or error_name, MAX_MESSAGE_BYTES, keep_tail=False),
             "field": None,
             "stacktrace": None,
             "retriable": retriable,

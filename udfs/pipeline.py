@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from udfs.config import RetryConfig
+from udfs.config import RetryConfig, load_config
 from udfs.envelope import build_envelope, encode
 from udfs.errors import Category, DeserializationError, TransientError, ValidationError
 from udfs.frames import (
@@ -115,7 +115,7 @@ class FeedProcessor:
         self.validate = VALIDATORS[feed]
         self.job_name = job_name
         self.operator = operator
-        self.retry = retry or RetryConfig()
+        self.retry = retry or load_config(None, {}).retry
         self.retryable: tuple[type[BaseException], ...] = (
             TransientError,
             TimeoutError,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from dlq.sqlfiles import SQL_DIR, render, statements
 from kafkaio.admin import ensure_project_topics
 from tests.corpus import build_corpus
 from tests.kafka_helpers import make_job_config, produce
-from udfs.config import RetryConfig, load_config
+from udfs.config import load_config
 from udfs.frames import SourceRecord
 from udfs.pipeline import Failed, FeedProcessor
 
@@ -33,7 +34,7 @@ def test_failures_per_hour_query_counts_the_dlq(bootstrap: str, tmp_path: Path) 
             feed,
             job_name="j",
             operator=f"validate-{feed}",
-            retry=RetryConfig(backoff_ms=0),
+            retry=replace(load_config(None, {}).retry, backoff_ms=0),
             enrich=flaky if feed == "rss" else None,
         )
         batch = []

@@ -22,7 +22,7 @@ def processor(feed: str, sleeps: list[float] | None = None) -> FeedProcessor:
         feed,
         job_name="marketlag-dlq",
         operator=f"validate-{feed}",
-        retry=RetryConfig(max_attempts=3, backoff_ms=100, max_backoff_ms=150),
+        retry=RetryConfig(max_attempts=3, backoff_ms=100, max_backoff_ms=150, retryable=()),
         enrich=flaky if feed == "rss" else None,
         sleep=(sleeps.append if sleeps is not None else lambda s: None),
     )

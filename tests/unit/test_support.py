@@ -291,3 +291,14 @@ def test_local_jvm_options_must_be_options(tmp_path: Path) -> None:
     path.write_text(text.replace(shipped, "local_jvm_options: [Xmx1g]"))
     with pytest.raises(ConfigError, match=r"flink\.local_jvm_options"):
         load_config(path, {})
+
+
+def test_a_config_file_need_only_hold_what_it_changes(tmp_path: Path) -> None:
+    """conf/job.yaml is the one source of defaults; a user's file is laid over it."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("retry: {max_attempts: 7}\nkafka: {sink: {acks: all}}\n")
+    mine, shipped = load_config(path, {}), load_config(None, {})
+    assert mine.retry.max_attempts == 7
+    assert mine.retry.backoff_ms == shipped.retry.backoff_ms
+    assert mine.sink_properties == {**shipped.sink_properties, "acks": "all"}
+    assert mine.feeds == shipped.feeds and mine.ingest == shipped.ingest
