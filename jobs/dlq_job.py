@@ -58,6 +58,7 @@ from udfs.config import (
     ROOT,
     ConfigError,
     JobConfig,
+    KafkaConfig,
     RetryConfig,
     load_config,
     scrub_secret_environment,
@@ -111,6 +112,37 @@ class ValidateBatches(MapFunction):
         for kind, n in counts.items():
             self.counters[kind].inc(n)
         return results
+
+
+# flink-sql-connector-kafka relocates org.apache.kafka under this package.
+SHADED_KAFKA = "org.apache.flink.kafka.shaded."
+
+
+def java_client_properties(kafka: KafkaConfig) -> dict[str, str]:
+    """Client properties for the Java Kafka clients inside Flink (source and sinks)."""
+    props = {"security.protocol": kafka.security_protocol}
+    if kafka.sasl_mechanism:
+        props["sasl.mechanism"] = kafka.sasl_mechanism
+        if kafka.sasl_username is not None and kafka.sasl_password is not None:
+            # The connector jar relocates kafka-clients, login modules included.
+            module = SHADED_KAFKA + (
+                "org.apache.kafka.common.security.plain.PlainLoginModule"
+                if kafka.sasl_mechanism == "PLAIN"
+                else "org.apache.kafka.common.security.scram.ScramLoginModule"
+            )
+            user = _jaas_quote(kafka.sasl_username)
+            password = _jaas_quote(kafka.sasl_password.value)
+            props["sasl.jaas.config"] = (
+                f'{module} required username="{user}" password="{password}";'
+            )
+    if kafka.ssl_ca_location:
+        props["ssl.truststore.type"] = "PEM"
+        props["ssl.truststore.location"] = kafka.ssl_ca_location
+    return props
+
+
+def _jaas_quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def starting_offsets(mode: str) -> KafkaOffsetsInitializer:
@@ -167,7 +199,7 @@ def kafka_source(
         .set_property("isolation.level", "read_committed")
         .set_property("commit.offsets.on.checkpoint", "true")
     )
-    for key, value in {**config.source_properties, **config.kafka.java()}.items():
+    for key, value in {**config.source_properties, **java_client_properties(config.kafka)}.items():
         builder.set_property(key, value)
     jvm = get_gateway().jvm
     if stop_at is not None:
@@ -195,7 +227,7 @@ def kafka_sink(config: JobConfig, topic: str, name: str) -> Sink:
         .set_property("transaction.timeout.ms", str(config.kafka.transaction_timeout_ms))
         .set_property("max.request.size", str(config.kafka.max_request_size))
     )
-    for key, value in {**config.sink_properties, **config.kafka.java()}.items():
+    for key, value in {**config.sink_properties, **java_client_properties(config.kafka)}.items():
         builder.set_property(key, value)
     jvm = get_gateway().jvm
     builder._j_builder.setRecordSerializer(

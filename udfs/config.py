@@ -37,10 +37,6 @@ class Secret:
         return "***"
 
 
-# flink-sql-connector-kafka relocates org.apache.kafka under this package.
-SHADED_KAFKA = "org.apache.flink.kafka.shaded."
-
-
 @dataclass(frozen=True)
 class KafkaConfig:
     """How to reach the brokers; security settings from the environment only."""
@@ -70,32 +66,6 @@ class KafkaConfig:
         if self.ssl_ca_location:
             conf["ssl.ca.location"] = self.ssl_ca_location
         return conf
-
-    def java(self) -> dict[str, str]:
-        """Client properties for the Java Kafka clients inside Flink (source and sinks)."""
-        props = {"security.protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            props["sasl.mechanism"] = self.sasl_mechanism
-            if self.sasl_username is not None and self.sasl_password is not None:
-                # The connector jar relocates kafka-clients, login modules included.
-                module = SHADED_KAFKA + (
-                    "org.apache.kafka.common.security.plain.PlainLoginModule"
-                    if self.sasl_mechanism == "PLAIN"
-                    else "org.apache.kafka.common.security.scram.ScramLoginModule"
-                )
-                user = _jaas_quote(self.sasl_username)
-                password = _jaas_quote(self.sasl_password.value)
-                props["sasl.jaas.config"] = (
-                    f'{module} required username="{user}" password="{password}";'
-                )
-        if self.ssl_ca_location:
-            props["ssl.truststore.type"] = "PEM"
-            props["ssl.truststore.location"] = self.ssl_ca_location
-        return props
-
-
-def _jaas_quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 @dataclass(frozen=True)

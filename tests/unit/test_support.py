@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.dlq_job import java_client_properties
 from kafkaio.admin import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, envelope_bound
 from udfs.config import ConfigError, load_config
 from udfs.envelope import (
@@ -106,14 +107,14 @@ def test_password_comes_from_the_environment_and_is_never_printed() -> None:
     assert config.kafka.bootstrap_servers == "b:9093"
     assert "s3cr" not in repr(config) and "s3cr" not in str(config)
     assert config.kafka.librdkafka()["sasl.password"] == 's3cr"et'
-    jaas = config.kafka.java()["sasl.jaas.config"]
+    jaas = java_client_properties(config.kafka)["sasl.jaas.config"]
     module = jaas.split(" ", 1)[0]
     assert module.endswith("org.apache.kafka.common.security.scram.ScramLoginModule")
     # The login module must be the one inside the (relocating) connector jar the job runs.
     with zipfile.ZipFile(ROOT / "build" / "lib" / "flink" / "flink-sql-connector-kafka.jar") as jar:
         assert module.replace(".", "/") + ".class" in jar.namelist()
     assert 'password="s3cr\\"et"' in jaas
-    assert config.kafka.java()["ssl.truststore.location"] == "/ca.pem"
+    assert java_client_properties(config.kafka)["ssl.truststore.location"] == "/ca.pem"
 
 
 @pytest.mark.parametrize(
