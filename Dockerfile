@@ -26,6 +26,7 @@ RUN python3.11 -m venv /opt/venv
 WORKDIR /opt/marketlag
 COPY pyproject.toml README.md ./
 COPY udfs/ udfs/
+COPY bridge/ bridge/
 COPY kafkaio/ kafkaio/
 COPY ingest/ ingest/
 COPY dlq/ dlq/

@@ -12,7 +12,7 @@ MVN     := mvn -q -B -f java/pom.xml -Dflink.version=$(FLINK_VERSION) \
            -Dkafka.version=$(KAFKA_VERSION) -Dscala.binary.version=$(SCALA_BINARY_VERSION)
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit lint format kafka-up kafka-down kafka-up-secure kafka-down-secure \
+.PHONY: help setup run test test-java test-unit lint format kafka-up kafka-down kafka-up-secure kafka-down-secure \
         topics drain savepoint cancel bench bench-ingest \
         cluster-up cluster-down submit clean
 
@@ -54,9 +54,13 @@ PROMTOOL := build/tools/promtool
 $(PROMTOOL): scripts/promtool.sh
 	scripts/promtool.sh
 
-test: setup $(PROMTOOL) ## Everything CI runs: lint, unit, integration and e2e tests (own broker)
+test: setup $(PROMTOOL) ## Everything CI runs: lint, Java and Python unit tests, integration and e2e tests (own broker)
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory test-java
 	$(PY) -m pytest -v $(PYTEST_ARGS)
+
+test-java: setup ## The Java unit tests (JUnit, by Maven): the frame format against tests/vectors
+	$(MVN) test
 
 test-unit: setup ## Only the unit tests (no processes)
 	$(PY) -m pytest -v tests/unit $(PYTEST_ARGS)

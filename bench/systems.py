@@ -21,8 +21,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from kafkaio.scan import read_to_end, watermarks
 from udfs.config import FEEDS, JobConfig, load_config
-from udfs.frames import SourceRecord
 from udfs.pipeline import Clean, FeedProcessor
+from udfs.record import SourceRecord
 
 
 def _consumer(config: JobConfig) -> tuple[Consumer, dict[tuple[str, int], int]]:

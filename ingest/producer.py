@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from ingest.spool import LocalSpool, S3Spool, SpooledRecord, SpoolError, open_spool
 from udfs.config import FeedTopics, JobConfig
 from udfs.envelope import build_delivery_envelope, claim_checked, encode
-from udfs.frames import Headers
+from udfs.record import Headers
 
 LOG = logging.getLogger("marketlag.ingest.kafka")
 

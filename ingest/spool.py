@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import orjson
 
 from udfs.envelope import b64, unb64
-from udfs.frames import Headers
+from udfs.record import Headers
 
 MAGIC = b"MLS1"
 _HEAD = struct.Struct(">4sII")

@@ -52,6 +52,7 @@ from pyflink.datastream.connectors.kafka import (
 )
 from pyflink.java_gateway import get_gateway
 
+from bridge.frames import process_batch
 from kafkaio.scan import watermarks
 from udfs.config import (
     FEEDS,
@@ -66,7 +67,7 @@ from udfs.config import (
 from udfs.errors import Category
 from udfs.pipeline import FeedProcessor, load_callable
 
-# Every stream in the graph carries byte frames (udfs/frames.py); Python sees batches of them.
+# Every stream in the graph carries byte frames (bridge/frames.py); Python sees batches of them.
 FRAME = Types.PRIMITIVE_ARRAY(Types.BYTE())
 JAVA_PACKAGE = "io.marketlag.dlq"
 BROKER_WAIT_S = 60
@@ -107,7 +108,7 @@ class ValidateBatches(MapFunction):
 
     def map(self, value: bytes) -> bytes:
         assert self.processor is not None
-        results, counts = self.processor.process_batch(value)
+        results, counts = process_batch(self.processor, value)
         self.counters["in"].inc(counts.total())
         for kind, n in counts.items():
             self.counters[kind].inc(n)

@@ -16,9 +16,9 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from udfs.envelope import EnvelopeError, EnvelopeView
-from udfs.frames import Headers, SourceRecord
+from udfs.record import Headers, SourceRecord
 
-# One Kafka record as read: the record type of the whole project (udfs.frames.SourceRecord).
+# One Kafka record as read: the record type of the whole project (udfs.record.SourceRecord).
 Message = SourceRecord
 
 

@@ -18,8 +18,8 @@ from confluent_kafka import KafkaError, Producer
 from jobs.local import isolated_config, set_paths
 from kafkaio.scan import Message, read_to_end
 from udfs.config import load_config
-from udfs.frames import SourceRecord
 from udfs.pipeline import Failed, FeedProcessor
+from udfs.record import SourceRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 Headers = list[tuple[str, bytes | None]]

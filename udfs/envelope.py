@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from udfs.errors import Category
-from udfs.frames import SourceRecord
+from udfs.record import SourceRecord
 
 SCHEMA = "marketlag.dlq/v1"
 REPLAY_COUNT_HEADER = "dlq.replay.count"

@@ -1,9 +1,9 @@
 """One record in, exactly one outcome out: a clean record or a DLQ envelope.
 
 :class:`FeedProcessor` is what the job's validate function calls for every record, a batch of
-records at a time (:meth:`FeedProcessor.process_batch`). It never raises: every exception
-becomes an envelope with its category (SPEC section 5), after bounded retries with backoff
-when an enrichment hook fails transiently.
+records at a time (:meth:`FeedProcessor.outcomes`, through ``bridge.frames.process_batch``).
+It never raises: every exception becomes an envelope with its category (SPEC section 5),
+after bounded retries with backoff when an enrichment hook fails transiently.
 """
 
 from __future__ import annotations
@@ -11,29 +11,21 @@ from __future__ import annotations
 import importlib
 import json
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from udfs.config import RetryConfig, load_config
 from udfs.envelope import build_envelope, encode
 from udfs.errors import Category, DeserializationError, TransientError, ValidationError
-from udfs.frames import (
-    CLEAN_SIDE,
-    DLQ_SIDE,
-    SourceRecord,
-    batch_records,
-    decode_headers,
-    join_results,
-    sink_frame,
-)
+from udfs.record import Headers, SourceRecord
 from udfs.records import VALIDATORS, Record, parse_object
 
 EnrichHook = Callable[[Record], Record]
+Block = TypeVar("Block")  # a record's headers, still encoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,19 +119,21 @@ class FeedProcessor:
         self.clock = clock
 
     def outcomes(
-        self, records: Iterable[tuple[SourceRecord, bytes | None]]
+        self,
+        records: Iterable[tuple[SourceRecord, Block | None]],
+        decode: Callable[[Block], Headers] | None = None,
     ) -> Iterator[tuple[SourceRecord, Outcome]]:
         """The one processing path: exactly one outcome per record, in order; never raises
-        (bar KeyboardInterrupt). Each record comes with its raw headers block when its headers
-        are not decoded yet (the job's frames): they are decoded only for an envelope."""
+        (bar KeyboardInterrupt). A record may come with its headers still encoded (the job's
+        frames: ``decode(block)`` gives them): they are decoded only for an envelope."""
         now = self.clock()  # one reading per call: a batch is processed in milliseconds
         for record, block in records:
             attempt = self._attempt(record, now)
             if isinstance(attempt, Clean):
                 yield record, attempt
                 continue
-            if block is not None:
-                record = record._replace(headers=decode_headers(block))
+            if block is not None and decode is not None:
+                record = record._replace(headers=decode(block))
             yield record, self.fail(record, attempt.exc, attempt.attempts, now)
 
     def process(self, record: SourceRecord) -> Outcome:
@@ -212,28 +206,3 @@ class FeedProcessor:
             failed_at=failed_at,
         )
         return Failed(record.key, encode(env), category)
-
-    def process_batch(self, batch: bytes) -> tuple[bytes, Counter[str]]:
-        """The result batch for a batch of source frames, and its outcomes counted by kind
-        ("clean" or a DLQ category).
-
-        Clean records keep their key, headers and timestamp and go where the clean topic's
-        partitioner puts them; an envelope goes to its input's partition of the DLQ (a DLQ has
-        its input's partition count), which keeps the input's per-partition order.
-        """
-        results = []
-        counts: Counter[str] = Counter()
-        clean = 0
-        pairs = list(batch_records(batch))  # records with their headers block as it came in
-        for (record, outcome), (_, headers) in zip(self.outcomes(pairs), pairs, strict=True):
-            if isinstance(outcome, Clean):
-                clean += 1
-                frame = sink_frame(outcome.key, outcome.value, headers, -1, record.timestamp)
-                results.append((CLEAN_SIDE, frame))
-            else:
-                counts[str(outcome.category)] += 1
-                frame = sink_frame(outcome.key, outcome.envelope, headers, record.partition)
-                results.append((DLQ_SIDE, frame))
-        if clean:
-            counts["clean"] = clean
-        return join_results(results), counts

@@ -27,8 +27,8 @@ from tests.kafka_helpers import (
     wait_for,
 )
 from udfs.config import load_config
-from udfs.frames import SourceRecord
 from udfs.pipeline import Failed, FeedProcessor
+from udfs.record import SourceRecord
 from udfs.sample import generate
 
 pytestmark = pytest.mark.integration

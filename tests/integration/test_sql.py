@@ -16,8 +16,8 @@ from kafkaio.admin import ensure_project_topics
 from tests.corpus import build_corpus
 from tests.kafka_helpers import make_job_config, produce
 from udfs.config import load_config
-from udfs.frames import SourceRecord
 from udfs.pipeline import Failed, FeedProcessor
+from udfs.record import SourceRecord
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ import sys
 from pyflink.common import WatermarkStrategy
 from jobs.dlq_job import FRAME, create_env, end_offsets, kafka_sink, kafka_source
 from udfs.config import load_config
-from udfs.frames import decode_source, encode_sink
+from tests.frames_codec import decode_source, encode_sink
 
 config = load_config().with_bootstrap_servers(sys.argv[1]).with_overrides(
     checkpoint_interval_ms=1000, parallelism=2)

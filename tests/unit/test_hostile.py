@@ -9,8 +9,8 @@ import pytest
 from kafkaio.admin import clean_bound, envelope_bound
 from tests.hostile import BROKER_LIMIT, Hostile, hostile_corpus
 from udfs.envelope import MAX_STACKTRACE_BYTES, original
-from udfs.frames import SourceRecord
 from udfs.pipeline import Clean, FeedProcessor
+from udfs.record import SourceRecord
 
 CASES = hostile_corpus()
 

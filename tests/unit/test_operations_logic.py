@@ -14,7 +14,7 @@ from kafkaio.scan import DlqRecord, Message
 from kafkaio.scan import dlq_record as dlq_record_of
 from udfs.envelope import build_envelope
 from udfs.errors import Category, ValidationError
-from udfs.frames import SourceRecord
+from udfs.record import SourceRecord
 
 
 def dlq_record(

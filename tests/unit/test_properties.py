@@ -11,13 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from udfs.envelope import MAX_STACKTRACE_BYTES
-from udfs.frames import (
-    CLEAN_SIDE,
-    DLQ_SIDE,
-    FrameError,
-    SourceRecord,
-    batch_records,
+from bridge.frames import CLEAN_SIDE, DLQ_SIDE, FrameError, batch_records, process_batch
+from tests.frames_codec import (
     decode_sink,
     decode_source,
     encode_source,
@@ -25,7 +20,9 @@ from udfs.frames import (
     split_batch,
     split_results,
 )
+from udfs.envelope import MAX_STACKTRACE_BYTES
 from udfs.pipeline import Clean, Failed, FeedProcessor
+from udfs.record import SourceRecord
 
 PROCESSORS = {
     feed: FeedProcessor(feed, job_name="j", operator=f"validate-{feed}")
@@ -164,7 +161,7 @@ def test_a_batch_gives_each_record_its_own_outcome_in_order(
     ]
     batch = join_batch([encode_source(r) for r in records])
     assert [decode_source(f) for f in split_batch(batch)] == records
-    results, counts = processor.process_batch(batch)
+    results, counts = process_batch(processor, batch)
     results_list = split_results(results)
     assert len(results_list) == len(records) == counts.total()
     for record, (side, frame) in zip(records, results_list, strict=True):

@@ -13,6 +13,7 @@ import pytest
 
 from jobs.dlq_job import java_client_properties
 from kafkaio.admin import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, envelope_bound
+from tests.frames_codec import decode_sink, encode_sink
 from udfs.config import ConfigError, load_config
 from udfs.envelope import (
     MAX_STACKTRACE_BYTES,
@@ -24,7 +25,7 @@ from udfs.envelope import (
     original,
 )
 from udfs.errors import Category, ValidationError
-from udfs.frames import SourceRecord, decode_sink, encode_sink
+from udfs.record import SourceRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,5 @@
 package io.marketlag.dlq;
 
-import java.nio.ByteBuffer;
 import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
 import org.apache.flink.streaming.api.functions.ProcessFunction;
 import org.apache.flink.util.Collector;
@@ -10,9 +9,7 @@ import org.apache.flink.util.OutputTag;
  * Unpacks the result batches of the Python validate function: clean sink frames to the main
  * output, DLQ sink frames to the side output {@link #dlqTag}.
  *
- * <pre>
- * result batch: i32 count, count * (i8 side (0 clean, 1 DLQ), i32 length, sink frame)
- * </pre>
+ * The result batch format is {@link RecordFrames#splitResults}'s.
  */
 public final class BatchSplitter extends ProcessFunction<byte[], byte[]> {
     private static final long serialVersionUID = 1L;
@@ -32,22 +29,14 @@ public final class BatchSplitter extends ProcessFunction<byte[], byte[]> {
 
     @Override
     public void processElement(byte[] batch, Context ctx, Collector<byte[]> out) {
-        ByteBuffer in = ByteBuffer.wrap(batch);
-        int count = in.getInt();
-        for (int i = 0; i < count; i++) {
-            byte side = in.get();
-            byte[] frame = new byte[in.getInt()];
-            in.get(frame);
-            if (side == CLEAN) {
-                out.collect(frame);
-            } else if (side == DLQ) {
-                ctx.output(dlqTag, frame);
+        for (RecordFrames.Result r : RecordFrames.splitResults(batch)) {
+            if (r.side() == CLEAN) {
+                out.collect(r.frame());
+            } else if (r.side() == DLQ) {
+                ctx.output(dlqTag, r.frame());
             } else {
-                throw new IllegalStateException("result batch: unknown side " + side);
+                throw new IllegalStateException("result batch: unknown side " + r.side());
             }
-        }
-        if (in.hasRemaining()) {
-            throw new IllegalStateException("result batch: " + in.remaining() + " trailing bytes");
         }
     }
 }

@@ -140,6 +140,34 @@ public final class RecordFrames {
         return new RecordHeaders(headers);
     }
 
+    /** One entry of a result batch: the side (0 clean, 1 DLQ) and its sink frame. */
+    record Result(byte side, byte[] frame) {}
+
+    /**
+     * The entries of a result batch built by the Python validate function:
+     * {@code i32 count, count * (i8 side, i32 length, sink frame)}.
+     */
+    static Result[] splitResults(byte[] batch) {
+        ByteBuffer in = ByteBuffer.wrap(batch);
+        int count = in.getInt();
+        if (count < 0 || count > in.remaining() / 5) {
+            throw new IllegalStateException("result batch: holds " + count);
+        }
+        Result[] out = new Result[count];
+        for (int i = 0; i < count; i++) {
+            byte side = in.get();
+            int length = in.getInt();
+            if (length < 0 || length > in.remaining()) {
+                throw new IllegalStateException("result batch: frame of " + length + " bytes");
+            }
+            out[i] = new Result(side, take(in, length));
+        }
+        if (in.hasRemaining()) {
+            throw new IllegalStateException("result batch: " + in.remaining() + " trailing bytes");
+        }
+        return out;
+    }
+
     /** A decoded sink frame. */
     record Sink(Integer partition, Long timestamp, byte[] key, byte[] value, Headers headers) {}
 

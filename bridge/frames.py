@@ -1,6 +1,10 @@
 """The byte frames that carry a Kafka record between the JVM and the Python functions.
 
-Mirror of ``java/src/main/java/io/marketlag/dlq/RecordFrames.java``; keep them in step.
+Mirror of ``java/src/main/java/io/marketlag/dlq/RecordFrames.java``; shared test vectors
+(tests/vectors/frames.json) hold both codecs to one format. The record logic (udfs) knows
+nothing of these bytes: :func:`process_batch` turns a batch of source frames into records,
+asks a ``FeedProcessor`` for their outcomes and packs them into a result batch.
+
 Big-endian integers; a length of -1 is null. A fixed head holds every length, so a frame is
 sliced with one unpack; the headers stay an opaque block that a clean record passes from its
 source frame to its sink frame unchanged (they are decoded only for a DLQ envelope).
@@ -18,10 +22,11 @@ results:      i32 count, count * (i8 side, i32 length, sink frame)     (BatchSpl
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from collections.abc import Iterator
-from typing import NamedTuple
 
-Headers = tuple[tuple[str, bytes | None], ...]
+from udfs.pipeline import Clean, FeedProcessor
+from udfs.record import Headers, SourceRecord
 
 _SOURCE_HEAD = struct.Struct(">iqqiiii")
 _SINK_HEAD = struct.Struct(">iqiii")
@@ -40,44 +45,8 @@ class FrameError(ValueError):
     """A frame is truncated or malformed: a bug in the Java/Python pairing, never bad data."""
 
 
-class SourceRecord(NamedTuple):
-    """One record exactly as consumed from Kafka (a named tuple: the job builds one per
-    record, and a tuple is built several times faster than a frozen dataclass)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int | None
-    key: bytes | None
-    value: bytes | None
-    headers: Headers = ()
-
-    @property
-    def position(self) -> tuple[str, int, int]:
-        return self.topic, self.partition, self.offset
-
-    def header(self, name: str) -> bytes | None:
-        """The last value of header ``name`` (Kafka semantics), or None."""
-        for key, value in reversed(self.headers):
-            if key == name:
-                return value
-        return None
-
-
 def _n(b: bytes | None) -> int:
     return -1 if b is None else len(b)
-
-
-def encode_headers(headers: Headers) -> bytes:
-    """The headers block of ``headers``."""
-    parts = [_I32.pack(len(headers))]
-    for name, value in headers:
-        raw = name.encode("utf-8")
-        parts.append(_HEADER_HEAD.pack(len(raw), _n(value)))
-        parts.append(raw)
-        if value is not None:
-            parts.append(value)
-    return b"".join(parts)
 
 
 def decode_headers(block: bytes) -> Headers:
@@ -160,35 +129,6 @@ def batch_records(batch: bytes) -> Iterator[tuple[SourceRecord, bytes]]:
         raise FrameError(f"batch has {size - pos} trailing bytes")
 
 
-def decode_source(frame: bytes) -> SourceRecord:
-    """Decodes a source frame built by ``RecordFrames.encodeSource``, headers included."""
-    ((record, block),) = batch_records(join_batch([frame]))
-    return record._replace(headers=decode_headers(block))
-
-
-def encode_source(record: SourceRecord) -> bytes:
-    """The source frame of ``record`` (tests and tools; the job gets it from Java)."""
-    topic = record.topic.encode("utf-8")
-    block = encode_headers(record.headers)
-    return b"".join(
-        (
-            _SOURCE_HEAD.pack(
-                record.partition,
-                record.offset,
-                -1 if record.timestamp is None else record.timestamp,
-                len(topic),
-                _n(record.key),
-                _n(record.value),
-                len(block),
-            ),
-            topic,
-            record.key or b"",
-            record.value or b"",
-            block,
-        )
-    )
-
-
 def sink_frame(
     key: bytes | None,
     value: bytes | None,
@@ -214,64 +154,6 @@ def sink_frame(
     )
 
 
-def encode_sink(
-    key: bytes | None,
-    value: bytes | None,
-    headers: Headers = (),
-    partition: int = -1,
-    timestamp: int | None = None,
-) -> bytes:
-    """A sink frame for ``FramedRecordSerializationSchema``; partition -1: by key."""
-    return sink_frame(key, value, encode_headers(headers), partition, timestamp)
-
-
-def decode_sink(frame: bytes) -> tuple[int, int | None, bytes | None, bytes | None, Headers]:
-    """(partition, timestamp, key, value, headers) of a sink frame (tests)."""
-    partition, timestamp, k_len, v_len, h_len = _SINK_HEAD.unpack_from(frame, 0)
-    pos = _SINK_HEAD.size
-    if pos + max(k_len, 0) + max(v_len, 0) + h_len != len(frame):
-        raise FrameError(f"sink frame of {len(frame)} bytes does not match its lengths")
-    key = None if k_len < 0 else frame[pos : pos + k_len]
-    pos += max(k_len, 0)
-    value = None if v_len < 0 else frame[pos : pos + v_len]
-    pos += max(v_len, 0)
-    return partition, None if timestamp < 0 else timestamp, key, value, decode_headers(frame[pos:])
-
-
-def _spans(batch: bytes) -> Iterator[tuple[int, int]]:
-    """(start, end) of each frame of a batch."""
-    try:
-        (count,) = _I32.unpack_from(batch, 0)
-        pos = 4
-        for _ in range(count):
-            (n,) = _I32.unpack_from(batch, pos)
-            pos += 4
-            if n < 0:
-                raise FrameError("batch holds a null frame")
-            if pos + n > len(batch):
-                raise FrameError(f"batch truncated: need {pos + n} bytes, have {len(batch)}")
-            yield pos, pos + n
-            pos += n
-    except struct.error as e:
-        raise FrameError(f"batch truncated: {e}") from e
-    if pos != len(batch):
-        raise FrameError(f"batch has {len(batch) - pos} trailing bytes")
-
-
-def split_batch(batch: bytes) -> list[bytes]:
-    """The source frames of a batch built by ``FrameBatcher``."""
-    return [batch[start:end] for start, end in _spans(batch)]
-
-
-def join_batch(frames: list[bytes]) -> bytes:
-    """A batch of source frames, as ``FrameBatcher`` builds it (tests and tools)."""
-    parts = [_I32.pack(len(frames))]
-    for frame in frames:
-        parts.append(_I32.pack(len(frame)))
-        parts.append(frame)
-    return b"".join(parts)
-
-
 def join_results(results: list[tuple[int, bytes]]) -> bytes:
     """The result batch for ``BatchSplitter``: (side, sink frame) pairs, in input order."""
     parts = [_I32.pack(len(results))]
@@ -281,16 +163,29 @@ def join_results(results: list[tuple[int, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-def split_results(batch: bytes) -> list[tuple[int, bytes]]:
-    """(side, sink frame) pairs of a result batch (tests)."""
-    (count,) = _I32.unpack_from(batch, 0)
-    pos = 4
+def process_batch(processor: FeedProcessor, batch: bytes) -> tuple[bytes, Counter[str]]:
+    """The result batch for a batch of source frames, and its outcomes counted by kind
+    ("clean" or a DLQ category): what the job's validate function runs.
+
+    Clean records keep their key, headers and timestamp and go where the clean topic's
+    partitioner puts them; an envelope goes to its input's partition of the DLQ (a DLQ has
+    its input's partition count), which keeps the input's per-partition order. A record's
+    headers block is passed through undecoded; it is decoded only for an envelope.
+    """
     results = []
-    for _ in range(count):
-        side, n = _RESULT_HEAD.unpack_from(batch, pos)
-        pos += _RESULT_HEAD.size
-        results.append((side, batch[pos : pos + n]))
-        pos += n
-    if pos != len(batch):
-        raise FrameError(f"result batch has {len(batch) - pos} trailing bytes")
-    return results
+    counts: Counter[str] = Counter()
+    clean = 0
+    pairs = list(batch_records(batch))
+    decoded = processor.outcomes(pairs, decode_headers)
+    for (record, outcome), (_, headers) in zip(decoded, pairs, strict=True):
+        if isinstance(outcome, Clean):
+            clean += 1
+            frame = sink_frame(outcome.key, outcome.value, headers, -1, record.timestamp)
+            results.append((CLEAN_SIDE, frame))
+        else:
+            counts[str(outcome.category)] += 1
+            frame = sink_frame(outcome.key, outcome.envelope, headers, record.partition)
+            results.append((DLQ_SIDE, frame))
+    if clean:
+        counts["clean"] = clean
+    return join_results(results), counts
