@@ -11,13 +11,11 @@ Records already replayed ``max_replays`` times go to the parking lot instead.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import orjson
 from confluent_kafka import Producer
 
 from dlq.stats import fingerprint
@@ -162,63 +160,40 @@ class Replayer:
             producer.init_transactions(60)
         prefix = ledger.dlq_prefix(self.dlq_topic, topic_id(self.conf, self.dlq_topic))
         done = ledger.load(self.conf, self.ledger_topic, prefix)
-        entries: dict[tuple[str, str], bytes] = {}  # ledger values of this transaction
-        txn_open, in_txn, txn_started, written = False, 0, 0.0, 0
-        started = time.monotonic()
-        try:
-            for rec in self._records():
-                progress(1)
-                key = b"%s%d:%d" % (prefix, rec.message.partition, rec.message.offset)
-                if rec.envelope is None:
-                    self.summary.not_envelopes += 1
-                    continue
-                if not self.selection.matches(rec):
-                    continue
-                if key in done:
-                    self.summary.already_replayed += 1
-                    continue
-                self.summary.selected += 1
-                if producer is None:
-                    self.summary.records.append(self._describe(rec))
-                    continue
-                if not txn_open:
-                    producer.begin_transaction()
-                    txn_open, txn_started = True, time.monotonic()
-                    entries.clear()
+        if producer is None:
+            for rec in self._selected(done, prefix, progress):
+                self.summary.records.append(self._describe(rec))
+            return self.summary
+        with ledger.Transactions(
+            producer,
+            self.ledger_topic,
+            max_records=TRANSACTION_RECORDS,
+            max_seconds=TRANSACTION_SECONDS,
+            rate=self.rate,
+        ) as txns:
+            for rec in self._selected(done, prefix, progress):
+                txns.begin()
                 outcome = self._write(producer, rec)
-                if outcome is None:
-                    continue
-                # The ledger entry commits or aborts together with the record it describes.
-                to = self.to or rec.envelope.topic
-                entry = entries.get((outcome, to))
-                if entry is None:
-                    at = datetime.now(UTC).isoformat()
-                    entry = orjson.dumps({"outcome": outcome, "at": at, "to": to})
-                    entries[(outcome, to)] = entry
-                producer.produce(self.ledger_topic, value=entry, key=key)
-                producer.poll(0)
-                in_txn += 1
-                written += 1
-                if in_txn >= TRANSACTION_RECORDS or (
-                    time.monotonic() - txn_started >= TRANSACTION_SECONDS
-                ):
-                    producer.commit_transaction(60)
-                    txn_open, in_txn = False, 0
-                if self.rate:
-                    ahead = written / self.rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
-            if producer is not None and txn_open:
-                producer.commit_transaction(60)
-                txn_open = False
-        except BaseException:
-            if producer is not None and txn_open:
-                producer.abort_transaction(30)
-            raise
+                if outcome is not None:  # the entry commits or aborts with its record
+                    key = b"%s%d:%d" % (prefix, rec.message.partition, rec.message.offset)
+                    txns.ledger(key, outcome, self.to or rec.envelope.topic)  # type: ignore[union-attr]
         return self.summary
 
-    def _records(self) -> Iterator[DlqRecord]:
-        return read_dlq(self.conf, [self.dlq_topic])
+    def _selected(
+        self, done: set[bytes], prefix: bytes, progress: Callable[[int], None]
+    ) -> Iterator[DlqRecord]:
+        """The DLQ records this replay takes: envelopes, selected, not in the ledger."""
+        for rec in read_dlq(self.conf, [self.dlq_topic]):
+            progress(1)
+            if rec.envelope is None:
+                self.summary.not_envelopes += 1
+            elif not self.selection.matches(rec):
+                continue
+            elif b"%s%d:%d" % (prefix, rec.message.partition, rec.message.offset) in done:
+                self.summary.already_replayed += 1
+            else:
+                self.summary.selected += 1
+                yield rec
 
     def _describe(self, rec: DlqRecord) -> dict[str, Any]:
         env = rec.envelope

@@ -14,9 +14,12 @@ A tombstone (null value) un-does an entry: an operator's way to replay a record 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
-from confluent_kafka import TopicCollection
+import orjson
+from confluent_kafka import Producer, TopicCollection
 from confluent_kafka.admin import AdminClient
 
 from kafkaio.scan import read_to_end
@@ -51,3 +54,74 @@ def load(conf: Mapping[str, str], ledger_topic: str, prefix: bytes) -> set[bytes
         else:
             done.add(msg.key)
     return done
+
+
+class Transactions:
+    """A transactional producer's writes, cut into transactions of at most ``max_records``
+    ledgered records or ``max_seconds``, each ledger entry in the transaction of the record it
+    describes; paced to ``rate`` records per second when given. Use as a context manager: an
+    exception aborts the open transaction, a normal exit commits it."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        ledger_topic: str,
+        *,
+        max_records: int,
+        max_seconds: float,
+        rate: float | None = None,
+    ) -> None:
+        self.producer = producer
+        self.ledger_topic = ledger_topic
+        self.max_records = max_records
+        self.max_seconds = max_seconds
+        self.rate = rate
+        self.open = False
+        self.in_open = 0
+        self.opened_at = 0.0
+        self.written = 0
+        self.started = time.monotonic()
+        self._entries: dict[tuple[str, str], bytes] = {}
+
+    def __enter__(self) -> Transactions:
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if not self.open:
+            return
+        if kind is None:
+            self.producer.commit_transaction(60)
+        else:
+            self.producer.abort_transaction(30)
+        self.open = False
+
+    def begin(self) -> None:
+        """Opens a transaction unless one is open (call before producing a record)."""
+        if not self.open:
+            self.producer.begin_transaction()
+            self.open, self.in_open, self.opened_at = True, 0, time.monotonic()
+            self._entries.clear()
+
+    def ledger(self, key: bytes, outcome: str, to: str) -> None:
+        """The ledger entry of the record just produced; commits when the transaction is full
+        or old enough, then holds to the rate."""
+        entry = self._entries.get((outcome, to))
+        if entry is None:  # one value per outcome and target in a transaction
+            at = datetime.now(UTC).isoformat()
+            entry = self._entries[(outcome, to)] = orjson.dumps(
+                {"outcome": outcome, "at": at, "to": to}
+            )
+        self.producer.produce(self.ledger_topic, value=entry, key=key)
+        self.producer.poll(0)
+        self.in_open += 1
+        self.written += 1
+        if (
+            self.in_open >= self.max_records
+            or time.monotonic() - self.opened_at >= self.max_seconds
+        ):
+            self.producer.commit_transaction(60)
+            self.open = False
+        if self.rate:
+            ahead = self.written / self.rate - (time.monotonic() - self.started)
+            if ahead > 0:
+                time.sleep(ahead)
