@@ -14,15 +14,18 @@ What each part needs (grant these on a managed Kafka the same way):
 - ``dlq replay``: the same, plus WRITE on the replay targets, ``dlq.parking`` and the replay
   ledger, READ on the ledger, and a transactional id of its own.
 
-``python -m kafkaio.acl grant-app PRINCIPAL`` (run by ``scripts/kafka.sh up-secure`` as the
-broker's admin) gives the local application user all of that on every topic, group and
-transactional id: a development broker, not a production policy.
+``python -m kafkaio.acl grant ROLE User:NAME`` (and ``revoke``), as the broker's admin, grants
+what a role needs for the configured topics: ``job`` (the Flink job), ``ingest`` (the ingest
+producers), or ``app``: everything on every topic, group and transactional id, which
+``scripts/kafka.sh up-secure`` gives the local application user (a development broker, not a
+production policy).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
@@ -52,8 +55,8 @@ def allow(
     ]
 
 
-def job_acls(principal: str, config: JobConfig, *, dlq_write: bool = True) -> list[AclBinding]:
-    """The least the job needs; ``dlq_write=False`` leaves out writing the DLQ topics."""
+def job_acls(principal: str, config: JobConfig) -> list[AclBinding]:
+    """The least the job needs."""
     out = allow(principal, ResourceType.BROKER, "kafka-cluster", [Op.IDEMPOTENT_WRITE])
     out += allow(principal, ResourceType.GROUP, config.group_id, [Op.READ, Op.DESCRIBE])
     out += allow(
@@ -70,7 +73,7 @@ def job_acls(principal: str, config: JobConfig, *, dlq_write: bool = True) -> li
             principal,
             ResourceType.TOPIC,
             feed.dlq,
-            [Op.WRITE, Op.DESCRIBE] if dlq_write else [Op.DESCRIBE],
+            [Op.WRITE, Op.DESCRIBE],
         )
     return out
 
@@ -87,14 +90,6 @@ def ingest_acls(principal: str, config: JobConfig, *, input_write: bool = True) 
             [Op.WRITE, Op.DESCRIBE] if input_write else [Op.DESCRIBE],
         )
         out += allow(principal, ResourceType.TOPIC, feed.dlq, [Op.WRITE, Op.DESCRIBE])
-    return out
-
-
-def dlq_write_acls(principal: str, config: JobConfig) -> list[AclBinding]:
-    """WRITE on the DLQ topics: what ``job_acls(dlq_write=False)`` leaves out."""
-    out: list[AclBinding] = []
-    for feed in config.feeds.values():
-        out += allow(principal, ResourceType.TOPIC, feed.dlq, [Op.WRITE])
     return out
 
 
@@ -137,13 +132,31 @@ def revoke(config: JobConfig, bindings: list[AclBinding], timeout_s: float = 30)
         future.result(timeout=timeout_s)
 
 
+ROLES: dict[str, Callable[[str, JobConfig], list[AclBinding]]] = {
+    "app": lambda principal, _config: app_acls(principal),
+    "job": job_acls,
+    "ingest": ingest_acls,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] != "grant-app" or not args[1].startswith("User:"):
-        print("usage: python -m kafkaio.acl grant-app User:NAME", file=sys.stderr)
-        return 2
-    create(load_config(), app_acls(args[1]))
-    print(f"kafka: {args[1]} may use every topic, group and transactional id")
+    """``python -m kafkaio.acl grant|revoke ROLE User:NAME`` as the broker's admin (the
+    ``KAFKA_*`` environment), for the topics of ``--config`` (default conf/job.yaml)."""
+    parser = argparse.ArgumentParser(prog="python -m kafkaio.acl", description=main.__doc__)
+    parser.add_argument("action", choices=["grant", "revoke"])
+    parser.add_argument("role", choices=sorted(ROLES), help="app: everything (development only)")
+    parser.add_argument("principal", help="User:NAME")
+    parser.add_argument("--config", default=None)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.principal.startswith("User:"):
+        parser.error("the principal is User:NAME")
+    config = load_config(args.config)
+    bindings = ROLES[args.role](args.principal, config)
+    (create if args.action == "grant" else revoke)(config, bindings)
+    done = "may now" if args.action == "grant" else "may no longer"
+    print(
+        f"kafka: {args.principal} {done} do what the {args.role} role needs ({len(bindings)} ACLs)"
+    )
     return 0
 
 

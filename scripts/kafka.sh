@@ -129,7 +129,7 @@ up() {
     exit 1
   fi
   if ((SECURE)); then
-    as_admin "$PY" -m kafkaio.acl grant-app User:marketlag
+    as_admin "$PY" -m kafkaio.acl grant app User:marketlag
     echo "kafka: up (pid $(cat "$PID_FILE")) on 127.0.0.1:$PORT (SASL_SSL, ACLs), data in" \
       "$VAR_DIR; client settings: set -a; . $VAR_DIR/client.env; set +a"
   else

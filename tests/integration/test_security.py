@@ -96,6 +96,20 @@ def outputs_exactly_once(config: JobConfig, sent: dict[tuple[str, int, int], byt
     return dlq
 
 
+def dlq_write_acls(principal: str, config: JobConfig) -> list[Any]:
+    """WRITE on the DLQ topics: what a job without it lacks."""
+    return [
+        b
+        for b in acl.job_acls(principal, config)
+        if b.name in config.dlq_topics and b.operation == acl.Op.WRITE
+    ]
+
+
+def job_acls_without_dlq_write(principal: str, config: JobConfig) -> list[Any]:
+    missing = dlq_write_acls(principal, config)
+    return [b for b in acl.job_acls(principal, config) if b not in missing]
+
+
 def add_user(broker: SecureBroker, name: str) -> str:
     """A new SCRAM-SHA-512 user (created by the admin); returns its password."""
     password = secrets.token_hex(12)
@@ -247,7 +261,7 @@ def test_job_without_dlq_write_acl_stops_loudly_then_runs_exactly_once(
     env = secure_broker.env(
         KAFKA_SASL_USERNAME=user, KAFKA_SASL_PASSWORD=add_user(secure_broker, user)
     )
-    grant(secure_broker, acl.job_acls(f"User:{user}", app, dlq_write=False))
+    grant(secure_broker, job_acls_without_dlq_write(f"User:{user}", app))
 
     denied = run_job(config_path(tmp_path), env=env, check=False, timeout_s=60)
     assert denied.returncode == 2, denied.stderr[-3000:]
@@ -256,7 +270,7 @@ def test_job_without_dlq_write_acl_stops_loudly_then_runs_exactly_once(
     outputs = [t for f in app.feeds.values() for t in (f.clean, f.dlq)]
     assert read_all(app.kafka.librdkafka(), outputs) == []  # it wrote nothing, half or whole
 
-    grant(secure_broker, acl.dlq_write_acls(f"User:{user}", app))  # the fix
+    grant(secure_broker, dlq_write_acls(f"User:{user}", app))  # the fix
     run_job(config_path(tmp_path), env=env)
     assert outputs_exactly_once(app, sent) > 0
 
@@ -293,7 +307,7 @@ def test_dlq_write_acl_revoked_mid_run_restarts_and_loses_nothing(
             "the job", lambda: [j["jid"] for j in rest(port, "/jobs/overview")["jobs"]], 120, proc
         )[0]
         wait_for("the first inputs committed", all_out, 120, proc)
-        acl.revoke(admin, acl.dlq_write_acls(principal, app))
+        acl.revoke(admin, dlq_write_acls(principal, app))
         for feed in ("rss", "polymarket"):
             for m in produce(
                 app.kafka.librdkafka(), app.feeds[feed].input, generate(feed, 100, 0.5, seed=9)
@@ -305,7 +319,7 @@ def test_dlq_write_acl_revoked_mid_run_restarts_and_loses_nothing(
             return "TopicAuthorizationException" in history
 
         wait_for("the DLQ sink to fail", denied, 120, proc)
-        acl.create(admin, acl.dlq_write_acls(principal, app))
+        acl.create(admin, dlq_write_acls(principal, app))
         wait_for("every input in the outputs", all_out, 240, proc)
         time.sleep(3)  # more checkpoints: a duplicate would show up now
         assert rest(port, f"/jobs/{job_id}")["state"] == "RUNNING"
