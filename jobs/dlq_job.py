@@ -430,7 +430,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # the client side only, not the Python workers
-    from kafkaio.admin import check_topic_access, wait_for_broker
+    from kafkaio.admin import admin_client, check_partitions, check_topic_access, wait_for_broker
 
     args = parse_args(argv)
     try:
@@ -445,7 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # instead of as restarts of a job whose every Kafka client is refused.
         wait_for_broker(config.kafka.librdkafka(), BROKER_WAIT_S)
         check_topic_access(config.kafka.librdkafka(), needed_access(config))
-    except (ConfigError, TimeoutError, ConnectionError, PermissionError) as e:
+        check_partitions(admin_client(config.kafka.librdkafka()), config)
+    except (ConfigError, TimeoutError, ConnectionError, PermissionError, ValueError) as e:
         print(f"dlq_job: error: {e}", file=sys.stderr)
         return 2
     stop_at = None

@@ -18,6 +18,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclOperation,
     AdminClient,
     ConfigResource,
+    NewPartitions,
     NewTopic,
 )
 
@@ -223,6 +224,37 @@ def wait_for_topics(client: AdminClient, names: list[str], timeout_s: float = 30
         time.sleep(0.2)
 
 
+def grow(client: AdminClient, topic: str, partitions: int, timeout_s: float = 30) -> None:
+    """Adds partitions to ``topic`` up to ``partitions`` and waits until the metadata shows them."""
+    future = client.create_partitions([NewPartitions(topic, partitions)])[topic]
+    future.result(timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while len(client.list_topics(topic, timeout=timeout_s).topics[topic].partitions) < partitions:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic}: {partitions} partitions not visible in {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+class TopicLayoutError(ValueError):
+    """The topics do not fit together (a DLQ with fewer partitions than its input)."""
+
+
+def check_partitions(client: AdminClient, config: JobConfig) -> None:
+    """Raises :class:`TopicLayoutError` naming every DLQ that has fewer partitions than its
+    input: a record of the input's last partitions could not be dead-lettered."""
+    md = client.list_topics(timeout=30)
+    problems = []
+    for topics in config.feeds.values():
+        if topics.input not in md.topics or topics.dlq not in md.topics:
+            continue  # the access check names missing topics
+        have = len(md.topics[topics.dlq].partitions)
+        need = len(md.topics[topics.input].partitions)
+        if have < need:
+            problems.append(f"{topics.dlq} has {have} partitions, its input {topics.input} {need}")
+    if problems:
+        raise TopicLayoutError("; ".join(problems) + ": run `dlq topics` to grow them")
+
+
 def clean_bound(max_record_bytes: int) -> int:
     """Largest clean record made from an input record of at most ``max_record_bytes``.
 
@@ -264,6 +296,14 @@ def ensure_project_topics(config: JobConfig, client: AdminClient) -> list[tuple[
     # One small entry per replayed record; compaction keeps the latest per DLQ position.
     outputs.append(TopicSpec(config.ledger_topic, 1, {"cleanup.policy": "compact"}))
     states.update(create_topics(client, outputs))
+    # An input grown since (the way to scale out): its clean topic and DLQ grow with it, or
+    # the DLQ could not take a record of the new partitions (it keeps its input's partition).
+    md = client.list_topics(timeout=30)
+    for spec in outputs[: 2 * len(config.feeds)]:
+        have = len(md.topics[spec.name].partitions)
+        if have < spec.partitions:
+            grow(client, spec.name, spec.partitions)
+            states[spec.name] = f"grown {have}->{spec.partitions}"
     return [
         (name, states[name], topic_max_message_bytes(client, name))
         for name in [s.name for s in inputs] + [s.name for s in outputs]
