@@ -81,6 +81,14 @@ def wait_for_broker(conf: Mapping[str, str], timeout_s: float) -> None:
     def on_error(err: KafkaError) -> None:
         if err.code() in REFUSED:
             refused.append(f"{REFUSED[err.code()]}: {err.str()}")
+        elif err.code() == KafkaError._TRANSPORT and "security.protocol" in err.str():
+            # A plaintext client at a TLS or SASL listener: the broker hangs up on the first
+            # request, and librdkafka says why. Retrying cannot help.
+            refused.append(
+                "the broker speaks another protocol than "
+                f"{conf.get('security.protocol', 'PLAINTEXT')} (KAFKA_SECURITY_PROTOCOL): "
+                f"{err.str()}"
+            )
 
     # Quiet: "connection refused" is the expected answer until the broker is up.
     client = admin_client(

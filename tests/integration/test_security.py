@@ -223,7 +223,7 @@ COMMANDS = [
 
 @pytest.mark.parametrize(
     "case",
-    ["wrong-password", "unknown-user", "untrusted-certificate"],
+    ["wrong-password", "unknown-user", "untrusted-certificate", "plaintext-client"],
 )
 def test_wrong_credentials_fail_fast_and_clearly(
     secure_broker: SecureBroker, tmp_path: Path, case: str
@@ -236,9 +236,12 @@ def test_wrong_credentials_fail_fast_and_clearly(
     elif case == "unknown-user":
         env = secure_broker.env(KAFKA_SASL_USERNAME="nobody")
         cause = "authentication failed"
-    else:
+    elif case == "untrusted-certificate":
         env = secure_broker.env(KAFKA_SSL_CA_LOCATION=str(other_ca(tmp_path)))
         cause = "TLS handshake failed"
+    else:  # pointed at the TLS port without TLS: said at once, not after a minute of waiting
+        env = secure_broker.env(KAFKA_SECURITY_PROTOCOL="PLAINTEXT")
+        cause = "the broker speaks another protocol than PLAINTEXT"
     job_config(tmp_path, secure_broker, env)
     path = config_path(tmp_path)
     for args in COMMANDS:
