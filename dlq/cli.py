@@ -198,7 +198,10 @@ def stats(
         doc = {"topics": result, "spool": spooled, "threshold": threshold}
         click.echo(orjson.dumps(doc).decode())
     else:
-        _print_stats(result, spooled, window)
+        from dlq.render import console, spool_line, stats_table
+
+        console().print(stats_table(result, window))
+        console().print(spool_line(spooled), markup=False)
     over = [
         t
         for t, row in result.items()
@@ -207,67 +210,6 @@ def stats(
     if over:
         click.echo(f"dlq: {', '.join(over)} above the threshold of {threshold} records", err=True)
         sys.exit(EXIT_FAILED)
-
-
-def _console() -> Any:
-    """Rich's console: on a terminal as wide as it is; piped to a file or a pager, wide enough
-    that no cell is cut (a table is only as wide as its contents)."""
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=100_000)
-
-
-def _print_stats(
-    result: dict[str, dict[str, object]], spooled: dict[str, Any], window: float
-) -> None:
-    from rich.table import Table
-
-    table = Table(title="DLQ topics (read_committed)")
-    for col in (
-        "topic",
-        "records",
-        "replayed",
-        f"growth/min ({window:.0f} s)",
-        "oldest",
-        "newest",
-        "oldest expires",
-        "by category",
-        "top types",
-    ):
-        table.add_column(col)
-    for name, row in result.items():
-        cats = row["by_category"]
-        types = row["by_type"]
-        assert isinstance(cats, dict) and isinstance(types, dict)
-        top = sorted(types.items(), key=lambda kv: -kv[1])[:3]
-        table.add_row(
-            name,
-            f"{row['count']:,}",
-            f"{row['replayed']:,}",
-            f"{row['growth_per_min']}",
-            str(row["oldest"] or "-"),
-            str(row["newest"] or "-"),
-            str(row["oldest_expires_at"] or "never"),
-            ", ".join(f"{k} {v}" for k, v in sorted(cats.items())) or "-",
-            ", ".join(f"{k} {v}" for k, v in top) or "-",
-        )
-    console = _console()
-    console.print(table)
-    if "error" in spooled:
-        console.print(f"spool {spooled['location']}: {spooled['error']}")
-    else:
-        console.print(
-            f"spool {spooled['location']}: {spooled['records']:,} records in "
-            f"{spooled['segments']:,} segments, oldest {spooled['oldest'] or '-'}"
-            + (
-                f", {spooled['possibly_persisted']:,} possibly persisted already"
-                if spooled["possibly_persisted"]
-                else ""
-            )
-            + (" (run `dlq spool drain`)" if spooled["records"] else "")
-        )
-        for problem in spooled["problems"]:
-            console.print(f"  {problem}")
 
 
 @cli.command(epilog=ENV_HELP)
@@ -286,8 +228,8 @@ def analyze(obj: Context, topic: str | None, as_json: bool, plot: Path | None, t
     import orjson
     from confluent_kafka import KafkaException
 
+    from dlq.stats import analysis_doc
     from dlq.stats import analyze as group_failures
-    from dlq.stats import iso
     from kafkaio.scan import read_dlq
 
     _check_broker(obj, _dlq_topics(obj, topic))
@@ -296,24 +238,7 @@ def analyze(obj: Context, topic: str | None, as_json: bool, plot: Path | None, t
     except (KafkaException, TimeoutError, ConnectionError) as e:
         fail(str(e))
     groups = group_failures(records)
-    total = sum(g.count for g in groups)
-    group_docs: list[dict[str, Any]] = [
-        {
-            "fingerprint": g.fingerprint,
-            "type": g.type,
-            "category": g.category,
-            "field": g.field_name,
-            "pattern": g.pattern,
-            "count": g.count,
-            "share": round(g.count / total, 4) if total else 0.0,
-            "first_seen": iso(g.first_seen),
-            "last_seen": iso(g.last_seen),
-            "feeds": sorted(g.feeds),
-            "samples": [list(s) for s in g.samples],
-        }
-        for g in groups
-    ]
-    doc = {"total": total, "groups": group_docs}
+    doc = analysis_doc(groups)
     if plot is not None:
         from dlq.plot import plot_groups
 
@@ -321,37 +246,9 @@ def analyze(obj: Context, topic: str | None, as_json: bool, plot: Path | None, t
     if as_json:
         click.echo(orjson.dumps(doc).decode())
         return
-    from rich.table import Table
+    from dlq.render import analysis_table, console
 
-    wide = not sys.stdout.isatty()  # piped to a file or a pager: every value in full
-    table = Table(title=f"{total:,} failures in {len(groups)} groups")
-    for col in (
-        "fingerprint",
-        "count",
-        "share",
-        "category",
-        "type",
-        "field",
-        "pattern",
-        "first seen",
-        "last seen",
-        "samples (topic:partition:offset)",
-    ):
-        table.add_column(col)
-    for g in group_docs[:top]:
-        table.add_row(
-            g["fingerprint"],
-            f"{g['count']:,}",
-            f"{g['share']:.1%}",
-            g["category"],
-            g["type"],
-            g["field"] or "-",
-            g["pattern"] if wide else g["pattern"][:80],
-            g["first_seen"] or "-",
-            g["last_seen"] or "-",
-            " ".join(":".join(map(str, s)) for s in g["samples"][:3]),
-        )
-    _console().print(table)
+    console().print(analysis_table(doc, top, wide=not sys.stdout.isatty()))
     if plot is not None:
         click.echo(f"plot written to {plot}")
 
@@ -465,16 +362,8 @@ def replay(
     from confluent_kafka import KafkaException
 
     from dlq.replay import Selection
-    from udfs.pipeline import load_callable
 
-    fix = None
-    if fix_spec:
-        if "" not in sys.path and "." not in sys.path:
-            sys.path.insert(0, "")  # importable from the current directory, as documented
-        try:
-            fix = load_callable(fix_spec)
-        except (ImportError, AttributeError, ValueError, TypeError) as e:
-            fail(f"--fix {fix_spec}: {e}")
+    fix = _load_fix(fix_spec) if fix_spec else None
     selection = Selection(
         category=category,
         error_type=error_type,
@@ -511,18 +400,27 @@ def replay(
     if as_json:
         click.echo(orjson.dumps(doc).decode())
     else:
-        if dry_run:
-            for r in summary.records:
-                click.echo(
-                    f"would replay {':'.join(map(str, r['dlq']))} -> "
-                    f"{':'.join(map(str, r['source'][:2]))} ({r['type']}"
-                    f"{', ' + r['field'] if r['field'] else ''})"
-                )
+        from dlq.render import replay_lines, summary_line
+
+        for line in replay_lines(summary.records):
+            click.echo(line)
         for line in summary.errors:
             click.echo(f"failed: {line}", err=True)
-        click.echo(" ".join(f"{k}={v}" for k, v in doc.items() if k not in ("errors", "records")))
+        click.echo(summary_line(doc))
     if summary.failed:
         sys.exit(EXIT_FAILED)
+
+
+def _load_fix(spec: str) -> Any:
+    """The ``--fix module:function``, importable from the current directory (SPEC section 8)."""
+    from udfs.pipeline import load_callable
+
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        return load_callable(spec)
+    except (ImportError, AttributeError, ValueError, TypeError) as e:
+        fail(f"--fix {spec}: {e}")
 
 
 T = TypeVar("T")
@@ -605,11 +503,13 @@ def drain(
     if as_json:
         click.echo(orjson.dumps(doc).decode())
     else:
+        from dlq.render import summary_line
+
         for r in summary.records:
             click.echo(f"would send {r['id']} ({r['kind']}, {r['bytes']} bytes) -> {r['topic']}")
         for line in summary.problems:
             click.echo(f"skipped: {line}", err=True)
-        click.echo(" ".join(f"{k}={v}" for k, v in doc.items() if k not in ("problems", "records")))
+        click.echo(summary_line(doc))
 
 
 def main(argv: list[str] | None = None) -> int:

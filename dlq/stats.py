@@ -151,3 +151,27 @@ def analyze(records: list[DlqRecord], max_samples: int = 5) -> list[Group]:
         if len(g.samples) < max_samples:
             g.samples.append(rec.message.position)
     return sorted(groups.values(), key=lambda g: (-g.count, g.fingerprint))
+
+
+def analysis_doc(groups: list[Group]) -> dict[str, Any]:
+    """``dlq analyze --json`` (SPEC section 8) for groups from :func:`analyze`."""
+    total = sum(g.count for g in groups)
+    return {
+        "total": total,
+        "groups": [
+            {
+                "fingerprint": g.fingerprint,
+                "type": g.type,
+                "category": g.category,
+                "field": g.field_name,
+                "pattern": g.pattern,
+                "count": g.count,
+                "share": round(g.count / total, 4) if total else 0.0,
+                "first_seen": iso(g.first_seen),
+                "last_seen": iso(g.last_seen),
+                "feeds": sorted(g.feeds),
+                "samples": [list(s) for s in g.samples],
+            }
+            for g in groups
+        ],
+    }

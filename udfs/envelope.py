@@ -335,7 +335,6 @@ class EnvelopeView:
     message: str
     field: str | None
     attempts: int
-    failed_at: datetime | None
     replay_count: int
     raw: Mapping[str, Any]
 
@@ -357,10 +356,14 @@ class EnvelopeView:
             message=error["message"],
             field=field if isinstance(field, str) else None,
             attempts=attempts if isinstance(attempts, int) else 1,
-            failed_at=parse_iso(env.get("failed_at")),
             replay_count=count if isinstance(count, int) and count > 0 else 0,
             raw=env,
         )
+
+    @property
+    def failed_at(self) -> datetime | None:
+        """When the record failed (None when the envelope's time is missing or unreadable)."""
+        return parse_iso(self.raw.get("failed_at"))
 
     @property
     def error(self) -> Mapping[str, Any]:
