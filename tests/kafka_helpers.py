@@ -15,7 +15,9 @@ import orjson
 import yaml
 from confluent_kafka import KafkaError, Producer
 
+from jobs.local import free_port as free_port  # re-exported for the tests
 from jobs.local import isolated_config, set_paths
+from jobs.local import start_job as start_job  # re-exported for the tests
 from kafkaio.scan import Message, read_to_end
 from udfs.config import load_config
 from udfs.pipeline import Failed, FeedProcessor

@@ -15,8 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.spool import LocalSpool, SpooledRecord
 from kafkaio.admin import ensure_project_topics
-from tests.integration.test_running_job import free_port
-from tests.kafka_helpers import ROOT, fill_dlq, make_job_config, produce
+from tests.kafka_helpers import ROOT, fill_dlq, free_port, make_job_config, produce
 from udfs.config import load_config
 
 pytestmark = pytest.mark.integration
