@@ -30,6 +30,7 @@ import orjson
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.run import git_commit
 from ingest.producer import IngestProducer, OutRecord
 from ingest.spool import LocalSpool, SpooledRecord
 from jobs.local import isolated_config
@@ -198,19 +199,6 @@ def spread(rates: list[float]) -> dict[str, Any]:
     }
 
 
-def commit() -> str:
-    head = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return head + ("+uncommitted" if dirty else "")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=500_000, help="Records per producer round.")
@@ -247,7 +235,7 @@ def main() -> None:
         )
     ratios = [i / b for i, b in zip(runs["ingest_producer"], runs["bare_producer"], strict=True)]
     result = {
-        "commit": commit(),
+        "commit": git_commit(),
         "records": args.records,
         "record_mb": round(mb, 1),
         "drain_and_replay_records": args.drain_records,

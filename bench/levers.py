@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS, cpu_model, dataset, flink_run
+from bench.run import RESULTS, cpu_model, dataset, flink_run, git_commit
 from jobs.local import set_paths
 
 # name -> (what it changes, job.yaml changes; "flink.conf" entries merge into flink.conf)
@@ -132,15 +132,14 @@ def main() -> None:
             changes = LEVERS[name][1]
             tag = f"l{os.getpid()}-{name.replace('_', '')}{rnd}"
             with environment(changes.get("env", {})):
-                start, seconds, peak = flink_run(
-                    variant(base, tmp, name, changes), tmp, tag, args.records
-                )
-            startup[name].append(start)
-            rates[name].append(args.records / max(seconds, 1e-3))
-            rss[name].append(peak)
+                run = flink_run(variant(base, tmp, name, changes), tmp, tag, args.records)
+            startup[name].append(run.startup_s or 0.0)
+            rates[name].append(run.steady_per_s or args.records / run.e2e_s)
+            rss[name].append(run.pss_mb)
             print(
-                f"round {rnd + 1}: {name:<15} {rates[name][-1]:>8,.0f} records/s "
-                f"(processing {seconds:.1f} s, start-up {start:.1f} s, peak RSS {peak:,.0f} MB)",
+                f"round {rnd + 1}: {name:<15} {rates[name][-1]:>8,.0f} records/s steady "
+                f"(launch to exit {run.e2e_s:.1f} s, start-up {startup[name][-1]:.1f} s, "
+                f"peak PSS {run.pss_mb:,.0f} MB)",
                 flush=True,
             )
     result = {
@@ -154,10 +153,11 @@ def main() -> None:
                 "records_per_s": round(statistics.median(rates[name])),
                 "runs": [round(r) for r in rates[name]],
                 "startup_s": round(statistics.median(startup[name]), 1),
-                "peak_rss_mb": round(max(rss[name])),
+                "peak_pss_mb": round(max(rss[name])),
             }
             for name in args.levers
         },
+        "commit": git_commit(),
         "machine": {"cores": os.cpu_count(), "cpu": cpu_model()},
     }
     out = RESULTS / "levers.json"

@@ -1,26 +1,32 @@
-"""`make bench`: the DLQ job side by side with what a user would pick instead.
+"""`make bench`: the DLQ job side by side with what a user would write instead.
 
     python -m bench.run [--records N] [--bad-share X] [--runs K] [--smoke]
 
 Environment overrides: BENCH_RECORDS, BENCH_BAD_SHARE. Produces a deterministic data set once
-(per size and bad share), then measures in one run on one broker, so the machine's noise hits
-every system alike:
+(per size and bad share), then measures on one broker, in interleaved rounds so that the
+machine's drift hits every system alike, what a user gets:
 
-- flink_job: the job, --bounded, over the data set, from the first record read (its sources'
-  record counters, ``FirstRead``) to the last transaction committed (its outputs,
-  ``OutputWatch``); start-up (from launch to the first record read) is reported separately;
-- plain_loop, kafka_io, udfs_only: see bench/systems.py;
+- flink_bounded_e2e: the shipped ``python jobs/dlq_job.py --bounded`` from launch to exit,
+  start-up included, nothing helped from outside (it ends on its own final checkpoint);
+- flink_steady: the same runs' steady rate from the job's own source counters (the records
+  read between 20% and 80% of the input, over the time that took);
+- plain_loop: one process doing what the job does on the job's own batch path, with Kafka
+  transactions (bench/systems.py), launch to exit; plain_loop_xN: N such processes side by
+  side (N = cores), each with its share of the partitions;
+- kafka_io, udfs_only: the Kafka and the Python ceilings (bench/systems.py);
 
-each K times (median, min, max of records/s) with the peak resident memory of all its
-processes (JVMs and Python workers included); then the job's throughput at 0%, 5% and 50%
-bad records, and at 5% with a tenth of the records (the plain loop too, for the ratio at
-that size). Writes bench/results/latest.json and prints a table.
+with peak memory as PSS (shared pages split, not counted per process) and RSS; the first
+round's outputs of the job and of both loops are read back and checked exactly once. Then the
+job's steady rate at 0%, 5% and 50% bad records (the DLQ overhead per round and its spread)
+and the produce-to-visible latency. Every ratio is taken per round and reported with its
+spread. Writes bench/results/latest.json with the commit it ran on.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -32,6 +38,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,43 +58,59 @@ BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 RESULTS = ROOT / "bench" / "results"
 
 
-class PeakRss(threading.Thread):
-    """Samples the summed RSS of a process and all its descendants."""
+class PeakMemory(threading.Thread):
+    """Samples the memory of processes and all their descendants: the peak of the summed RSS,
+    and of the summed PSS (shared pages split among the processes that share them, so the
+    JVM's and the Python workers' shared libraries are not counted once per process)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pids: list[int]) -> None:
         super().__init__(daemon=True)
-        self.root = psutil.Process(pid)
-        self.peak = 0
+        self.roots = [psutil.Process(pid) for pid in pids]
+        self.rss = 0
+        self.pss = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-                total = 0
-                for p in procs:
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        total += p.memory_info().rss
-                self.peak = max(self.peak, total)
-            except psutil.NoSuchProcess:
-                return
-            time.sleep(0.2)
+            rss = pss = 0
+            for root in self.roots:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    for proc in [root, *root.children(recursive=True)]:
+                        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                            info = proc.memory_full_info()
+                            rss += info.rss
+                            pss += info.pss
+            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+            time.sleep(0.3)
 
 
-def measured(cmd: list[str]) -> tuple[str, float, float]:
-    """Runs cmd; returns (stdout, wall seconds, peak RSS in MB of its process tree)."""
+@dataclass
+class Measured:
+    """What a run of one or more processes printed, its wall time from launch to the last
+    exit, and its peak memory (MB)."""
+
+    outputs: list[str]
+    wall_s: float
+    rss_mb: float
+    pss_mb: float
+
+
+def measured(*cmds: list[str]) -> Measured:
+    """Runs the commands side by side; raises if one fails."""
     start = time.monotonic()
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    rss = PeakRss(proc.pid)
-    rss.start()
-    out, err = proc.communicate(timeout=3600)
-    rss.stop.set()
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for cmd in cmds
+    ]
+    memory = PeakMemory([p.pid for p in procs])
+    memory.start()
+    outs = [p.communicate(timeout=3600) for p in procs]
     wall = time.monotonic() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:4]} exited {proc.returncode}: {err[-3000:]}")
-    return out, wall, rss.peak / 2**20
+    memory.stop.set()
+    for cmd, p, (_, err) in zip(cmds, procs, outs, strict=True):
+        if p.returncode != 0:
+            raise RuntimeError(f"{cmd[:4]} exited {p.returncode}: {err[-3000:]}")
+    return Measured([o for o, _ in outs], wall, memory.rss / 2**20, memory.pss / 2**20)
 
 
 def bench_config(tmp: Path, ident: str, inputs: str) -> Path:
@@ -177,23 +200,21 @@ def running_jobs(base: str) -> list[str]:
     return [j["id"] for j in rest(base, "/jobs")["jobs"] if j["status"] == "RUNNING"]
 
 
-class FirstRead(threading.Thread):
-    """When the job's sources read their first record: Flink's REST metrics, polled.
-
-    Sums ``numRecordsOut`` of every source operator over its subtasks every 50 ms (the run
-    sets ``metrics.fetcher.update-interval`` to 100 ms) and puts the first read halfway
-    between the last poll that saw none and the first that saw some.
-    """
+class SourceCounter(threading.Thread):
+    """The job's own count of records read: ``numRecordsOut`` of its source operators, summed
+    over their subtasks, polled from its REST API every 50 ms (the run sets
+    ``metrics.fetcher.update-interval`` to 100 ms). Gives when the first record was read and
+    the steady rate: the records read between 20% and 80% of the input over the time that
+    took, after the warm-up and before the sources run dry."""
 
     def __init__(self, rest: str) -> None:
         super().__init__(daemon=True)
         self.rest = rest
-        self.read: float | None = None
+        self.samples: list[tuple[float, int]] = []
         self.stop = threading.Event()
 
     def _metrics(self) -> list[str] | None:
-        """REST paths of the source operators' record counters, once every source has them
-        (None before: the first read may come from a source that shows up later)."""
+        """REST paths of the source operators' record counters, once every source has them."""
         paths = []
         for job in running_jobs(self.rest):
             vertices = rest(self.rest, f"/jobs/{job}")["vertices"]
@@ -212,95 +233,36 @@ class FirstRead(threading.Thread):
 
     def run(self) -> None:
         paths: list[str] | None = None
-        last_none = time.monotonic()
         while not self.stop.is_set():
             polled = time.monotonic()
             try:
                 paths = paths or self._metrics()
-                read = sum(m.get("sum", 0) for p in paths or [] for m in rest(self.rest, p))
+                read = sum(int(m.get("sum", 0)) for p in paths or [] for m in rest(self.rest, p))
+                self.samples.append((polled, read))
             except (OSError, ValueError, KeyError):
-                read = 0
-            if read > 0:
-                self.read = (last_none + polled) / 2
-                return
-            last_none = polled
+                pass
             time.sleep(0.05)
 
+    def first_read(self) -> float | None:
+        before = None
+        for t, n in self.samples:
+            if n > 0:
+                return t if before is None else (before + t) / 2
+            before = t
+        return None
 
-class OutputWatch(threading.Thread):
-    """Times a bounded run of the job from its outputs, as a consumer would see them.
+    def _when(self, count: float) -> float | None:
+        """When the count crossed ``count`` (linear between the samples around it)."""
+        for (t0, n0), (t1, n1) in itertools.pairwise(self.samples):
+            if n0 < count <= n1:
+                return t0 + (t1 - t0) * (count - n0) / (n1 - n0)
+        return None
 
-    Polls the output topics' high watermarks (everything written, committed or not) and last
-    stable offsets (what read_committed sees). ``first`` is when the first record is written,
-    ``done`` when every input record is in the outputs and no transaction is open. Once every
-    record is written it asks the job for a checkpoint (REST), so that the run ends on that
-    checkpoint's commit, as the plain loop ends on its last commit, instead of waiting a random
-    part of an interval for the next periodic checkpoint.
-    """
-
-    def __init__(self, config: Path, records: int, rest_port: int) -> None:
-        super().__init__(daemon=True)
-        cfg = load_config(config)
-        self.topics = [getattr(cfg.feeds[f], role) for f in FEEDS for role in ("clean", "dlq")]
-        self.records = records
-        self.rest = f"http://127.0.0.1:{rest_port}"
-        self.first: float | None = None
-        self.written: float | None = None
-        self.done: float | None = None
-        self.error: Exception | None = None
-        self.ended = threading.Event()  # the job's process has exited: its outputs are final
-
-    def _ends(self, admin: AdminClient, partitions: list[Any], level: Any) -> dict[Any, int]:
-        from confluent_kafka import TopicPartition
-        from confluent_kafka.admin import OffsetSpec
-
-        request = {TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions}
-        futures = admin.list_offsets(request, isolation_level=level, request_timeout=10)
-        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
-
-    def _checkpoint(self, last: float) -> float:
-        """Triggers a checkpoint of the running job, at most once a second."""
-        if time.monotonic() - last < 1.0:
-            return last
-        with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-            for job in running_jobs(self.rest):
-                rest(self.rest, f"/jobs/{job}/checkpoints", b"{}")
-        return time.monotonic()
-
-    def run(self) -> None:
-        from confluent_kafka import IsolationLevel, KafkaException
-
-        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-        md = admin.list_topics(timeout=10)
-        partitions = [(t, p) for t in self.topics for p in md.topics[t].partitions]
-        triggered = 0.0
-        while True:
-            final = self.ended.is_set()  # a poll that starts after the exit sees the end state
-            try:
-                if self._poll(admin, partitions, IsolationLevel):
-                    return
-                if self.written is not None:
-                    triggered = self._checkpoint(triggered)
-            except KafkaException as e:
-                self.error = e
-            if final:
-                return
-            time.sleep(0.1)
-
-    def _poll(self, admin: AdminClient, partitions: list[Any], levels: Any) -> bool:
-        written = self._ends(admin, partitions, levels.READ_UNCOMMITTED)
-        now = time.monotonic()
-        if self.first is None and any(written.values()):
-            self.first = now
-        # commit markers take offsets too: the sum reaches the count a little early at
-        # worst, and "done" also needs every partition's transactions closed
-        if self.first is None or sum(written.values()) < self.records:
-            return False
-        self.written = self.written or now
-        if self._ends(admin, partitions, levels.READ_COMMITTED) != written:
-            return False
-        self.done = now
-        return True
+    def steady_rate(self, total: int, low: float = 0.2, high: float = 0.8) -> float | None:
+        start, end = self._when(low * total), self._when(high * total)
+        if start is None or end is None or end <= start:
+            return None
+        return (high - low) * total / (end - start)
 
 
 def check_exactly_once(cfg: Path, records: int) -> None:
@@ -321,60 +283,56 @@ def check_exactly_once(cfg: Path, records: int) -> None:
         )
 
 
-def flink_run(
-    base: Path, tmp: Path, tag: str, records: int, check: bool = False
-) -> tuple[float, float, float]:
-    """One bounded run of the job on a fresh copy of ``base``'s outputs: (start-up seconds,
-    processing seconds from the first record read to the last one committed, peak RSS).
-    ``check``: verify its outputs exactly once afterwards (not timed)."""
+@dataclass
+class FlinkRun:
+    """One run of the shipped ``jobs/dlq_job.py --bounded`` (launch to exit, nothing helped
+    from outside): its wall time, start-up (launch to the first record read), steady rate
+    (its own source counters) and peak memory."""
+
+    e2e_s: float
+    startup_s: float | None
+    steady_per_s: float | None
+    rss_mb: float
+    pss_mb: float
+
+
+def flink_run(base: Path, tmp: Path, tag: str, records: int, check: bool = False) -> FlinkRun:
+    """One bounded run of the job on a fresh copy of ``base``'s outputs; ``check``: verify its
+    outputs exactly once afterwards (not timed)."""
     with fresh_outputs(base, tmp, tag) as cfg:
-        result = _flink_run(cfg, records)
+        port = free_port()
+        tree = json.loads(cfg.read_text())
+        tree["flink"]["conf"]["rest.bind-port"] = str(port)
+        tree["flink"]["conf"]["metrics.fetcher.update-interval"] = "100"
+        cfg.write_text(json.dumps(tree))
+        counter = SourceCounter(f"http://127.0.0.1:{port}")
+        counter.start()
+        start = time.monotonic()
+        try:
+            run = measured(
+                [
+                    sys.executable,
+                    str(ROOT / "jobs" / "dlq_job.py"),
+                    "--config",
+                    str(cfg),
+                    "--bounded",
+                    "--starting-offsets",
+                    "earliest",
+                ]
+            )
+        finally:
+            counter.stop.set()
+            counter.join(5)
         if check:
             check_exactly_once(cfg, records)
-        return result
-
-
-def _flink_run(cfg: Path, records: int) -> tuple[float, float, float]:
-    tag = cfg.stem
-    port = free_port()
-    tree = json.loads(cfg.read_text())
-    tree["flink"]["conf"]["rest.bind-port"] = str(port)
-    tree["flink"]["conf"]["metrics.fetcher.update-interval"] = "100"
-    cfg.write_text(json.dumps(tree))
-    watch = OutputWatch(cfg, records, port)
-    first_read = FirstRead(f"http://127.0.0.1:{port}")
-    start = time.monotonic()
-    watch.start()
-    first_read.start()
-    try:
-        _, _, rss = measured(
-            [
-                sys.executable,
-                str(ROOT / "jobs" / "dlq_job.py"),
-                "--config",
-                str(cfg),
-                "--bounded",
-                "--starting-offsets",
-                "earliest",
-            ]
-        )
-    finally:
-        watch.ended.set()
-        first_read.stop.set()
-        watch.join(60)
-    if watch.first is None or watch.done is None:
-        raise RuntimeError(
-            f"{tag}: the job ended, but not all {records:,} records were committed "
-            f"(last error watching the outputs: {watch.error})"
-        )
-    read = first_read.read
-    if read is None or read > watch.first:
-        print(
-            f"{tag}: no first read in the job's REST metrics; timed from the first write",
-            file=sys.stderr,
-        )
-        read = watch.first
-    return read - start, watch.done - read, rss
+    first = counter.first_read()
+    return FlinkRun(
+        run.wall_s,
+        None if first is None else first - start,
+        counter.steady_rate(records),
+        run.rss_mb,
+        run.pss_mb,
+    )
 
 
 def latency(tmp: Path, rate: float, seconds: float = 30.0) -> dict[str, Any]:
@@ -464,27 +422,164 @@ def _latency(cfg: Path, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
+@dataclass
+class SystemRun:
+    """One run of a system of bench/systems.py: records, its processing time (first record to
+    last commit, the slowest of its processes), wall time (launch to the last exit), memory."""
+
+    records: int
+    processing_s: float
+    e2e_s: float
+    rss_mb: float
+    pss_mb: float
+
+
 def system_run(
-    name: str, base: Path, tmp: Path, tag: str, check: bool = False
-) -> tuple[float, float, int]:
-    """One run of a system of bench/systems.py on ``base``: (records/s, peak RSS, records).
-    ``check``: verify its outputs exactly once afterwards (not timed)."""
+    name: str, base: Path, tmp: Path, tag: str, check: bool = False, processes: int = 1
+) -> SystemRun:
+    """One run of a system of bench/systems.py on ``base`` (``processes`` > 1: the loop split
+    over that many processes side by side); ``check``: verify its outputs exactly once."""
     with fresh_outputs(base, tmp, tag) as cfg:
-        out, _, rss = measured([sys.executable, "-m", "bench.systems", name, str(cfg)])
+        if processes == 1:
+            cmds = [[sys.executable, "-m", "bench.systems", name, str(cfg)]]
+        else:
+            cmds = [
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.systems",
+                    f"{name}_part",
+                    str(cfg),
+                    str(i),
+                    str(processes),
+                ]
+                for i in range(processes)
+            ]
+        run = measured(*cmds)
+        results = [json.loads(out.strip().splitlines()[-1]) for out in run.outputs]
+        records = sum(r["records"] for r in results)
         if check:
-            check_exactly_once(cfg, json.loads(out.strip().splitlines()[-1])["records"])
-    res = json.loads(out.strip().splitlines()[-1])
-    return res["records"] / max(res["seconds"], 1e-3), rss, res["records"]
+            check_exactly_once(cfg, records)
+    seconds = max(r["seconds"] for r in results)
+    return SystemRun(records, seconds, run.wall_s, run.rss_mb, run.pss_mb)
 
 
-def summary(rates: list[float], rss: list[float]) -> dict[str, Any]:
+def spread(values: list[float], digits: int = 0) -> dict[str, Any]:
+    """Median, min, max and every round of a figure."""
     return {
-        "records_per_s": round(statistics.median(rates)),
-        "min": round(min(rates)),
-        "max": round(max(rates)),
-        "runs": [round(r) for r in rates],
-        "peak_rss_mb": round(max(rss)),
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "runs": [round(v, digits) for v in values],
     }
+
+
+def figure(rates: list[float], rss: list[float], pss: list[float]) -> dict[str, Any]:
+    """A system's records/s over the rounds, with its peak memory."""
+    return {
+        "records_per_s": spread(rates),
+        "peak_rss_mb": round(max(rss)),
+        "peak_pss_mb": round(max(pss)),
+    }
+
+
+def compare(base: Path, tmp: Path, n: int, rounds: int) -> dict[str, Any]:
+    """The job against the alternatives over one data set, in interleaved rounds (the
+    machine's drift hits every system alike); the first round's outputs are checked exactly
+    once, the job's and the loops' alike."""
+    cores = os.cpu_count() or 1
+    tag = f"b{os.getpid()}"
+    runs: dict[str, list[Any]] = {k: [] for k in ("flink", "loop", "loop_xn", "io", "udfs")}
+    for r in range(rounds):
+        runs["flink"].append(flink_run(base, tmp, f"{tag}-flink{r}", n, check=r == 0))
+        runs["loop"].append(system_run("plain_loop", base, tmp, f"{tag}-loop{r}", check=r == 0))
+        runs["loop_xn"].append(
+            system_run("plain_loop", base, tmp, f"{tag}-xn{r}", check=r == 0, processes=cores)
+        )
+        runs["io"].append(system_run("kafka_io", base, tmp, f"{tag}-io{r}"))
+        runs["udfs"].append(system_run("udfs_only", base, tmp, f"{tag}-udfs{r}"))
+        f, lp, xn = runs["flink"][-1], runs["loop"][-1], runs["loop_xn"][-1]
+        print(
+            f"round {r + 1}/{rounds}: job e2e {n / f.e2e_s:,.0f}/s, steady "
+            f"{f.steady_per_s or 0:,.0f}/s; loop e2e {n / lp.e2e_s:,.0f}/s; loop x{cores} e2e "
+            f"{n / xn.e2e_s:,.0f}/s",
+            flush=True,
+        )
+    flink, loop, xn = runs["flink"], runs["loop"], runs["loop_xn"]
+    steady = [f.steady_per_s for f in flink if f.steady_per_s]
+
+    def mem(key: str) -> tuple[list[float], list[float]]:
+        return [x.rss_mb for x in runs[key]], [x.pss_mb for x in runs[key]]
+
+    systems = {
+        "flink_bounded_e2e": {
+            **figure([n / f.e2e_s for f in flink], *mem("flink")),
+            "startup_s": spread([f.startup_s for f in flink if f.startup_s is not None], 1),
+            "command": "python jobs/dlq_job.py --bounded --starting-offsets earliest",
+        },
+        "flink_steady": {"records_per_s": spread(steady) if steady else None},
+        "plain_loop": {
+            **figure([n / x.e2e_s for x in loop], *mem("loop")),
+            "processing_records_per_s": spread([x.records / x.processing_s for x in loop]),
+        },
+        f"plain_loop_x{cores}": {
+            **figure([n / x.e2e_s for x in xn], *mem("loop_xn")),
+            "processing_records_per_s": spread([x.records / x.processing_s for x in xn]),
+        },
+        "kafka_io": figure([x.records / x.processing_s for x in runs["io"]], *mem("io")),
+        "udfs_only": figure([x.records / x.processing_s for x in runs["udfs"]], *mem("udfs")),
+    }
+    for name in ("flink_bounded_e2e", "plain_loop", f"plain_loop_x{cores}"):
+        systems[name]["exactly_once_checked"] = True  # check_exactly_once raised otherwise
+    # Each ratio per round (the same round's runs side by side), then its spread.
+    ratios = {
+        "flink_bounded_e2e_vs_plain_loop": spread(
+            [lp.e2e_s / f.e2e_s for f, lp in zip(flink, loop, strict=True)], 3
+        ),
+        f"flink_steady_vs_plain_loop_x{cores}": spread(
+            [
+                f.steady_per_s / (x.records / x.processing_s)
+                for f, x in zip(flink, xn, strict=True)
+                if f.steady_per_s
+            ]
+            or [0.0],
+            3,
+        ),
+        f"flink_bounded_e2e_vs_plain_loop_x{cores}": spread(
+            [x.e2e_s / f.e2e_s for f, x in zip(flink, xn, strict=True)], 3
+        ),
+    }
+    return {"systems": systems, "ratios": ratios}
+
+
+def dlq_overhead(tmp: Path, n: int, rounds: int) -> dict[str, Any]:
+    """The job's steady rate with 0%, 5% and 50% bad records, interleaved; the overhead of 5%
+    per round (1 - rate at 5% / rate at 0%) and its spread."""
+    sets = {share: dataset(n, share, tmp) for share in (0.0, 0.05, 0.5)}
+    rates: dict[float, list[float]] = {share: [] for share in sets}
+    for r in range(rounds):
+        for share, cfg in sets.items():
+            run = flink_run(cfg, tmp, f"b{os.getpid()}-share{int(share * 100)}-{r}", n)
+            rates[share].append(run.steady_per_s or n / run.e2e_s)
+    overhead = [1 - five / zero for zero, five in zip(rates[0.0], rates[0.05], strict=True)]
+    return {
+        "steady_records_per_s": {f"{share:.2f}": spread(v) for share, v in rates.items()},
+        "overhead_at_5pct": spread(overhead, 3),
+    }
+
+
+def git_commit() -> str:
+    """The commit the figures were produced on (``+uncommitted`` when the tree differs)."""
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return head + ("+uncommitted" if dirty else "")
 
 
 def main() -> None:
@@ -504,108 +599,42 @@ def main() -> None:
         help="only the latency measurement, at RATE records/s",
     )
     args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     if args.latency_only:
-        result = latency(Path(tempfile.mkdtemp(prefix="bench-")), args.latency_only)
-        print(json.dumps(result, indent=2))
+        print(json.dumps(latency(tmp, args.latency_only), indent=2))
         return
     if args.smoke:
         args.records, args.runs = 2_000, 1
-    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     n = args.records
     print(f"data set: {n:,} records, {args.bad_share:.0%} bad", flush=True)
-    base = dataset(n, args.bad_share, tmp)
-    startup: list[float] = []
-    systems: dict[str, Any] = {}
-    walls: dict[str, list[tuple[float, float]]] = {
-        k: [] for k in ("flink_job", "plain_loop", "kafka_io", "udfs_only")
-    }
-    processed: dict[str, int] = {}
-    for r in range(args.runs):  # interleaved, so drift hits every system alike
-        # The first round's outputs are checked exactly once, the job's and the loop's alike.
-        start, seconds, rss = flink_run(base, tmp, f"b{os.getpid()}-flink{r}", n, check=r == 0)
-        startup.append(start)
-        walls["flink_job"].append((n / max(seconds, 1e-3), rss))
-        for name in ("plain_loop", "kafka_io", "udfs_only"):
-            rate, rss, processed[name] = system_run(
-                name, base, tmp, f"b{os.getpid()}-{name}{r}", check=r == 0 and name == "plain_loop"
-            )
-            walls[name].append((rate, rss))
-        print(
-            f"round {r + 1}/{args.runs}: "
-            + ", ".join(f"{k} {v[-1][0]:,.0f}/s" for k, v in walls.items()),
-            flush=True,
-        )
-    for name, values in walls.items():
-        systems[name] = summary([v[0] for v in values], [v[1] for v in values])
-    systems["flink_job"]["startup_s"] = round(statistics.median(startup), 1)
-    for name in ("flink_job", "plain_loop"):
-        systems[name]["exactly_once_checked"] = True  # check_exactly_once raised otherwise
-    for name, count in processed.items():
-        systems[name]["records"] = count
-
-    # By bad share at the full size, and the 5% share at a tenth of it (growth with volume),
-    # in interleaved rounds so that the machine's drift hits each alike.
-    small = max(n // 10, 1000)
-    runs = {f"{share:.2f}": (n, dataset(n, share, tmp)) for share in (0.0, 0.05, 0.5)}
-    runs["small"] = (small, dataset(small, args.bad_share, tmp))
-    rates: dict[str, list[float]] = {key: [] for key in runs}
-    small_loop: list[float] = []  # the plain loop at the small size too: the ratio by size
-    for r in range(args.runs):
-        for key, (count, cfg) in runs.items():
-            _, seconds, _ = flink_run(
-                cfg, tmp, f"b{os.getpid()}-share{key.replace('.', '')}-{r}", count
-            )
-            rates[key].append(count / max(seconds, 1e-3))
-        rate, _, _ = system_run("plain_loop", runs["small"][1], tmp, f"b{os.getpid()}-sloop{r}")
-        small_loop.append(rate)
-    overhead = {key: round(statistics.median(rates[key])) for key in runs if key != "small"}
-    scale = {str(small): round(statistics.median(rates["small"])), str(n): overhead["0.05"]}
-    loop_small = statistics.median(small_loop)
-    lat = None if args.smoke else latency(tmp, systems["flink_job"]["records_per_s"] / 2)
-
-    f = systems["flink_job"]["records_per_s"]
-    result = {
+    result: dict[str, Any] = {
+        "commit": git_commit(),
         "records": n,
         "bad_share": args.bad_share,
         "runs": args.runs,
         "smoke": args.smoke,
-        "systems": systems,
-        "ratios": {
-            f"flink_vs_{k}": round(f / systems[k]["records_per_s"], 3)
-            for k in ("plain_loop", "udfs_only", "kafka_io")
-        },
-        "dlq_overhead": overhead,
-        "dlq_overhead_at_5pct": round(1 - overhead["0.05"] / overhead["0.00"], 3),
-        "scale": scale,
-        # flink_job / plain_loop at each size: the job's fixed costs per run (pipeline fill,
-        # the final checkpoint) weigh more in a shorter run
-        "ratio_by_size": {
-            str(small): round(scale[str(small)] / loop_small, 3),
-            str(n): round(f / systems["plain_loop"]["records_per_s"], 3),
-        },
-        "latency": lat,
-        "machine": {
-            "cores": os.cpu_count(),
-            "cpu": cpu_model(),
-            "python": platform.python_version(),
-        },
+        **compare(dataset(n, args.bad_share, tmp), tmp, n, args.runs),
+        "dlq_overhead": dlq_overhead(tmp, n, args.runs),
+    }
+    steady = result["systems"]["flink_steady"]["records_per_s"]
+    result["latency"] = None if args.smoke or not steady else latency(tmp, steady["median"] / 2)
+    result["machine"] = {
+        "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'system':<12}{'records/s':>12}{'min':>10}{'max':>10}{'peak RSS MB':>14}")
-    for name, s in systems.items():
-        print(
-            f"{name:<12}{s['records_per_s']:>12,}{s['min']:>10,}{s['max']:>10,}"
-            f"{s['peak_rss_mb']:>14,}"
-        )
-    print(f"flink_job start-up: {systems['flink_job']['startup_s']} s; ratios {result['ratios']}")
-    print(f"flink_job records/s by bad share ({n:,} records): {overhead}; by size: {scale}")
-    print(f"flink_vs_plain_loop by size: {result['ratio_by_size']}")
-    if lat:
-        print(
-            f"latency at {lat['rate_per_s']}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms "
-            f"(checkpoint interval {lat['checkpoint_interval_ms']} ms)"
-        )
+    print(f"\n{'system':<22}{'records/s':>12}{'min':>10}{'max':>10}{'PSS MB':>9}")
+    for name, fig in result["systems"].items():
+        r = fig["records_per_s"]
+        if r:
+            print(
+                f"{name:<22}{r['median']:>12,}{r['min']:>10,}{r['max']:>10,}"
+                f"{fig.get('peak_pss_mb', '-'):>9}"
+            )
+    print(f"ratios (median of rounds): { {k: v['median'] for k, v in result['ratios'].items()} }")
+    print(f"DLQ overhead at 5% bad: {result['dlq_overhead']['overhead_at_5pct']}")
     print(f"written to {args.out}")
 
 

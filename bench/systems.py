@@ -1,8 +1,11 @@
 """The systems the benchmark compares, each run as its own process so that its peak memory
 can be measured: ``python -m bench.systems NAME CONFIG [OPTIONS]``.
 
-- ``plain_loop``: one process, confluent-kafka consume -> the same ``udfs`` -> transactional
-  produce, committing the consumer offsets in the transaction every checkpoint interval.
+- ``plain_loop``: one process, confluent-kafka consume -> the job's own batch path in ``udfs``
+  -> transactional produce of the same bytes to the same partitions, committing the consumer
+  offsets in the transaction every checkpoint interval (:func:`loop`).
+- ``plain_loop_part I N``: the I-th of N such processes, each with every N-th input partition
+  (the benchmark's ``plain_loop_xN`` runs one per core, side by side).
 - ``kafka_io``: the same loop without processing (the broker and client ceiling).
 - ``udfs_only``: the same ``udfs`` over the records held in memory (the Python ceiling).
 
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -25,11 +27,15 @@ from udfs.pipeline import Clean, FeedProcessor
 from udfs.record import SourceRecord
 
 
-def _consumer(config: JobConfig) -> tuple[Consumer, dict[tuple[str, int], int]]:
+def _consumer(
+    config: JobConfig, part: int, parts: int
+) -> tuple[Consumer, dict[tuple[str, int], int]]:
+    """A consumer of this process's share of the input partitions (every ``parts``-th one,
+    from ``part``), read_committed from the beginning, in the run's consumer group."""
     c = Consumer(
         {
             **config.kafka.librdkafka(),
-            "group.id": f"bench-{uuid.uuid4()}",
+            "group.id": config.group_id,
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
             "fetch.max.bytes": 52428800,
@@ -37,20 +43,28 @@ def _consumer(config: JobConfig) -> tuple[Consumer, dict[tuple[str, int], int]]:
         }
     )
     inputs = [config.feeds[feed].input for feed in FEEDS]
-    ends = {tp: high for tp, (low, high) in watermarks(c, inputs).items() if high > low}
+    marks = sorted(watermarks(c, inputs).items())
+    ends = {
+        tp: high for i, (tp, (low, high)) in enumerate(marks) if i % parts == part and high > low
+    }
     c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
     return c, ends
 
 
-def loop(config: JobConfig, process: bool) -> dict[str, Any]:
-    """Consume-(validate)-produce with Kafka transactions, committing every interval."""
-    consumer, ends = _consumer(config)
+def loop(config: JobConfig, process: bool, part: int = 0, parts: int = 1) -> dict[str, Any]:
+    """What a user would write instead of the job: consume, validate on the job's own batch
+    path (``FeedProcessor.outcomes`` over each consumed batch, one clock read per batch), and
+    produce the same bytes to the same partitions as the job's sinks (Java's murmur2
+    partitioner for clean records, the input's partition for envelopes, the input's
+    timestamps), in Kafka transactions that carry the consumer offsets, committed every
+    checkpoint interval. ``part`` of ``parts``: one of several such processes."""
+    consumer, ends = _consumer(config, part, parts)
     producer = Producer(
         {
             **config.kafka.librdkafka(),
-            "transactional.id": f"bench-{uuid.uuid4()}",
-            "linger.ms": 100,  # what the job's sinks use (conf/job.yaml kafka.sink)
-            "batch.size": 1_000_000,
+            "transactional.id": f"{config.kafka.transactional_id_prefix}-loop-{part}",
+            "partitioner": "murmur2_random",
+            **config.sink_properties,  # what the job's sinks use (linger, batch size)
             "log_level": "3",
         }
     )
@@ -65,33 +79,53 @@ def loop(config: JobConfig, process: bool) -> dict[str, Any]:
     n, start, last_commit = 0, None, 0.0
     producer.begin_transaction()
     while pending:
+        batch: dict[str, list[tuple[SourceRecord, None]]] = {}
         for msg in consumer.consume(2000, 1.0):
             if msg.error():
                 continue
-            topic, part, offset = msg.topic(), msg.partition(), msg.offset()
-            if (topic, part) not in pending:
+            topic, part_, offset = msg.topic(), msg.partition(), msg.offset()
+            if (topic, part_) not in pending:
                 continue
             if start is None:
                 start = last_commit = time.monotonic()
             n += 1
-            headers = msg.headers() or []
+            ts_type, ts = msg.timestamp()
+            rec = SourceRecord(
+                topic,
+                part_,
+                offset,
+                ts if ts_type else None,
+                msg.key(),
+                msg.value(),
+                tuple(msg.headers() or ()),
+            )
+            batch.setdefault(topic, []).append((rec, None))
+            if offset + 1 >= ends[(topic, part_)]:
+                pending.discard((topic, part_))
+        for topic, records in batch.items():
             t = targets[topic]
-            if process:
-                rec = SourceRecord(
-                    topic, part, offset, msg.timestamp()[1], msg.key(), msg.value(), tuple(headers)
-                )
-                out = processors[topic].process(rec)
+            if not process:
+                for rec, _ in records:
+                    producer.produce(t.clean, rec.value, rec.key, headers=list(rec.headers))
+                continue
+            for rec, out in processors[topic].outcomes(records):
                 if isinstance(out, Clean):
-                    producer.produce(t.clean, key=out.key, value=out.value, headers=headers)
+                    producer.produce(
+                        t.clean,
+                        out.value,
+                        out.key,
+                        headers=list(rec.headers),
+                        timestamp=rec.timestamp or 0,
+                    )
                 else:
                     producer.produce(
-                        t.dlq, key=out.key, value=out.envelope, headers=headers, partition=part
+                        t.dlq,
+                        out.envelope,
+                        out.key,
+                        headers=list(rec.headers),
+                        partition=rec.partition,
                     )
-            else:
-                producer.produce(t.clean, key=msg.key(), value=msg.value(), headers=headers)
             producer.poll(0)
-            if offset + 1 >= ends[(topic, part)]:
-                pending.discard((topic, part))
         if start is not None and (time.monotonic() - last_commit >= interval or not pending):
             producer.send_offsets_to_transaction(
                 consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30
@@ -129,6 +163,8 @@ def main() -> None:
     config = load_config(config_path)
     if name == "plain_loop":
         result = loop(config, process=True)
+    elif name == "plain_loop_part":  # plain_loop_part I N: the I-th of N loop processes
+        result = loop(config, process=True, part=int(sys.argv[3]), parts=int(sys.argv[4]))
     elif name == "kafka_io":
         result = loop(config, process=False)
     elif name == "udfs_only":

@@ -439,6 +439,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.parallelism < 1:
                 raise ConfigError("--parallelism must be at least 1")
             config = config.with_overrides(parallelism=args.parallelism)
+        if args.bounded:
+            interval = config.bounded_checkpoint_interval_ms
+            config = config.with_overrides(checkpoint_interval_ms=interval)
         scrub_secret_environment()  # the JVM and the Python workers must not inherit it
         env = create_env(config)
         # Wrong credentials or an untrusted certificate end the job here, with the reason,

@@ -120,6 +120,9 @@ class JobConfig:
     ledger_topic: str
     partitions: int
     checkpoint_interval_ms: int
+    # --bounded: the run ends on the checkpoint after its last record, so a shorter interval
+    # ends it sooner (checkpoint.bounded_interval_ms)
+    bounded_checkpoint_interval_ms: int
     checkpoint_timeout_ms: int
     checkpoint_dir: Path
     retry: RetryConfig
@@ -296,6 +299,7 @@ def load_config(
         ledger_topic=str(_get(tree, "topics.replay_ledger")),
         partitions=_int(tree, "topics.partitions", 1),
         checkpoint_interval_ms=_int(tree, "checkpoint.interval_ms", 100),
+        bounded_checkpoint_interval_ms=_int(tree, "checkpoint.bounded_interval_ms", 100),
         checkpoint_timeout_ms=_int(tree, "checkpoint.timeout_ms", 1000),
         checkpoint_dir=ROOT / str(_get(tree, "checkpoint.dir")),
         retry=RetryConfig(

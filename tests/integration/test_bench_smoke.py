@@ -28,19 +28,26 @@ def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(out.read_text())
-    assert set(report["systems"]) == {"flink_job", "plain_loop", "kafka_io", "udfs_only"}
-    for name, system in report["systems"].items():
-        assert system["records_per_s"] > 0 and system["peak_rss_mb"] > 0, name
-    for name in ("flink_job", "plain_loop"):  # their outputs were read back: exactly once
-        assert report["systems"][name]["exactly_once_checked"] is True, name
-    for name in ("plain_loop", "kafka_io", "udfs_only"):
-        assert report["systems"][name]["records"] == report["records"] == 2_000, name
-    assert set(report["ratios"]) == {
-        "flink_vs_plain_loop",
-        "flink_vs_udfs_only",
-        "flink_vs_kafka_io",
+    cores = report["machine"]["cores"]
+    loops = ("plain_loop", f"plain_loop_x{cores}")
+    assert set(report["systems"]) == {
+        "flink_bounded_e2e",
+        "flink_steady",
+        *loops,
+        "kafka_io",
+        "udfs_only",
     }
-    assert set(report["dlq_overhead"]) == {"0.00", "0.05", "0.50"}
-    assert set(report["ratio_by_size"]) == set(report["scale"]) == {"1000", "2000"}
-    assert report["machine"]["cores"] >= 1
-    assert "flink_job" in proc.stdout  # the table
+    for name in ("flink_bounded_e2e", *loops):  # their outputs were read back: exactly once
+        system = report["systems"][name]
+        assert system["exactly_once_checked"] is True, name
+        assert system["records_per_s"]["median"] > 0 and system["peak_pss_mb"] > 0, name
+        assert system["peak_pss_mb"] <= system["peak_rss_mb"], name
+    assert report["systems"]["flink_bounded_e2e"]["startup_s"]["median"] > 0
+    assert set(report["ratios"]) == {
+        "flink_bounded_e2e_vs_plain_loop",
+        f"flink_steady_vs_plain_loop_x{cores}",
+        f"flink_bounded_e2e_vs_plain_loop_x{cores}",
+    }
+    assert set(report["dlq_overhead"]["steady_records_per_s"]) == {"0.00", "0.05", "0.50"}
+    assert len(report["commit"]) >= 40
+    assert "flink_bounded_e2e" in proc.stdout  # the table
