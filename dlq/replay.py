@@ -12,7 +12,7 @@ Records already replayed ``max_replays`` times go to the parking lot instead.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -69,7 +69,7 @@ class Selection:
 
 
 @dataclass
-class Summary:
+class Summary(ledger.RunSummary):
     selected: int = 0
     replayed: int = 0
     parked: int = 0
@@ -78,13 +78,6 @@ class Summary:
     already_replayed: int = 0
     not_envelopes: int = 0
     errors: list[str] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self, with_records: bool) -> dict[str, Any]:
-        out = asdict(self)
-        if not with_records:
-            out.pop("records")
-        return out
 
 
 def load_ledger(conf: Mapping[str, str], ledger_topic: str, dlq_topic: str) -> set[bytes]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +40,7 @@ class DrainError(RuntimeError):
 
 
 @dataclass
-class DrainSummary:
+class DrainSummary(ledger.RunSummary):
     selected: int = 0
     drained: int = 0
     dead_lettered: int = 0
@@ -49,13 +49,6 @@ class DrainSummary:
     segments_removed: int = 0
     segments_busy: int = 0
     problems: list[str] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self, with_records: bool) -> dict[str, Any]:
-        out = asdict(self)
-        if not with_records:
-            out.pop("records")
-        return out
 
 
 class Drainer:

@@ -338,25 +338,18 @@ class IngestProducer:
         return encode(claim_checked(self._envelope(topics, f), uri, digest))
 
     def _spooled(self, topics: FeedTopics, f: Failure, envelope: bytes) -> SpooledRecord:
-        if not f.reached:  # the input was not reached: drain sends the record itself
-            return SpooledRecord(
-                kind="record",
-                topic=topics.input,
-                dlq_topic=topics.dlq,
-                key=f.key,
-                value=f.value,
-                headers=f.headers,
-                timestamp=f.timestamp,
-                possibly_persisted=f.possibly_persisted,
-                reason=f"{f.error}: {f.message}",
-            )
-        return SpooledRecord(  # the input refused it: drain sends its envelope to the DLQ
-            kind="envelope",
-            topic=topics.dlq,
+        """What the spool holds for a failure: the record itself when its input was not
+        reached (drain sends it there), else its envelope (drain sends it to the DLQ)."""
+        itself = not f.reached
+        return SpooledRecord(
+            kind="record" if itself else "envelope",
+            topic=topics.input if itself else topics.dlq,
             dlq_topic=topics.dlq,
             key=f.key,
-            value=envelope,
+            value=f.value if itself else envelope,
             headers=f.headers,
+            timestamp=f.timestamp if itself else None,
+            possibly_persisted=f.possibly_persisted,
             reason=f"{f.error}: {f.message}",
         )
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from confluent_kafka import Producer, TopicCollection
@@ -54,6 +56,19 @@ def load(conf: Mapping[str, str], ledger_topic: str, prefix: bytes) -> set[bytes
         else:
             done.add(msg.key)
     return done
+
+
+@dataclass
+class RunSummary:
+    """What a ledgered run (a replay, a drain) did; ``records``: what a dry run would write."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self, with_records: bool) -> dict[str, Any]:
+        out = asdict(self)
+        if not with_records:
+            out.pop("records")
+        return out
 
 
 class Transactions:
