@@ -32,11 +32,12 @@ $(JARS_OK): versions.env java/pom.xml $(wildcard java/src/main/java/io/marketlag
 	$(MVN) package
 	@touch $@
 
-kafka-up: setup ## Start the local single-node KRaft broker on 127.0.0.1:9092
-	@scripts/kafka.sh up
+BROKERS ?= 1
+kafka-up: setup ## Start the local KRaft broker on 127.0.0.1:9092 (BROKERS=3: a three-node cluster on :39092-39094)
+	@if [ "$(BROKERS)" = 3 ]; then scripts/kafka-cluster.sh up; else scripts/kafka.sh up; fi
 
-kafka-down: ## Stop the local broker (by its pid) and wait for it to exit
-	@scripts/kafka.sh down
+kafka-down: ## Stop the local broker (BROKERS=3: the cluster) by pid and wait for it to exit
+	@if [ "$(BROKERS)" = 3 ]; then scripts/kafka-cluster.sh down; else scripts/kafka.sh down; fi
 
 kafka-up-secure: setup ## Start the SASL_SSL broker with ACLs on 127.0.0.1:9094 (CA, users: var/kafka-secure)
 	@scripts/kafka.sh up-secure

@@ -66,13 +66,14 @@ def cli(ctx: click.Context, config_path: Path, bootstrap_servers: str | None) ->
 
 @cli.command(epilog=ENV_HELP)
 @click.option("--timeout", default=60.0, help="Seconds to wait.")
+@click.option("--brokers", default=1, help="Wait until this many brokers are in the metadata.")
 @click.pass_obj
-def wait(obj: Context, timeout: float) -> None:
+def wait(obj: Context, timeout: float, brokers: int) -> None:
     """Wait until the Kafka cluster answers (exit 2 if it does not in time)."""
     from kafkaio.admin import wait_for_broker
 
     try:
-        wait_for_broker(obj.config.kafka.librdkafka(), timeout)
+        wait_for_broker(obj.config.kafka.librdkafka(), timeout, brokers)
     except (TimeoutError, ConnectionError) as e:
         fail(str(e))
 

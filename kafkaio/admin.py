@@ -70,7 +70,7 @@ REFUSED = {
 }
 
 
-def wait_for_broker(conf: Mapping[str, str], timeout_s: float) -> None:
+def wait_for_broker(conf: Mapping[str, str], timeout_s: float, brokers: int = 1) -> None:
     """Returns once the cluster answers a metadata request; raises TimeoutError otherwise,
     and :class:`BrokerRefused` as soon as the broker rejects our credentials or we reject its
     certificate."""
@@ -102,7 +102,7 @@ def wait_for_broker(conf: Mapping[str, str], timeout_s: float) -> None:
     while time.monotonic() < deadline:
         try:
             md = client.list_topics(timeout=2)
-            if md.brokers:
+            if len(md.brokers) >= brokers:
                 return
         except KafkaException as e:
             last = e

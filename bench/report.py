@@ -1,0 +1,130 @@
+"""The tables of BENCH.md, rendered from the results files (``python -m bench.report``).
+
+Every figure BENCH.md publishes comes from here: the block between the markers
+``<!-- results:begin -->`` and ``<!-- results:end -->`` is replaced by tables made from
+bench/results/latest.json and bench/results/ingest.json, each with the commit it ran on, so
+the prose around them need not repeat (or recompute) a number.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from udfs.config import ROOT
+
+RESULTS = ROOT / "bench" / "results"
+BENCH_MD = ROOT / "BENCH.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _n(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
+
+
+def _spread(fig: dict[str, Any] | None) -> tuple[str, str]:
+    if not fig:
+        return "-", "-"
+    return _n(fig["median"]), f"{_n(fig['min'])} - {_n(fig['max'])}"
+
+
+def job_tables(doc: dict[str, Any]) -> list[str]:
+    out = [
+        f"`bench/results/latest.json`: {doc['records']:,} records, {doc['bad_share']:.0%} bad, "
+        f"{doc['runs']} interleaved rounds, commit `{doc['commit'][:12]}`, "
+        f"{doc['machine']['cores']} cores ({doc['machine']['cpu']}).",
+        "",
+        "| system | records/s (median) | min - max | peak PSS MB | peak RSS MB |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for name, fig in doc["systems"].items():
+        median, span = _spread(fig.get("records_per_s"))
+        pss, rss = fig.get("peak_pss_mb"), fig.get("peak_rss_mb")
+        out.append(f"| {name} | {median} | {span} | {_n(pss)} | {_n(rss)} |")
+    startup = doc["systems"]["flink_bounded_e2e"].get("startup_s")
+    if startup:
+        out += [
+            "",
+            f"Job start-up (launch to first record read): {_spread(startup)[0]} s "
+            f"(range {_spread(startup)[1]} s).",
+        ]
+    for name in ("plain_loop", *[k for k in doc["systems"] if k.startswith("plain_loop_x")]):
+        proc = doc["systems"][name].get("processing_records_per_s")
+        if proc:
+            out.append(f"{name} from its first record to its last commit: {_n(proc['median'])}/s.")
+    out += ["", "| ratio (per round, then median) | median | min - max |", "|---|---:|---|"]
+    for name, fig in doc["ratios"].items():
+        median, span = _spread(fig)
+        out.append(f"| {name} | {median} | {span} |")
+    over = doc["dlq_overhead"]
+    out += ["", "| bad share | job steady records/s (median) | min - max |", "|---|---:|---|"]
+    for share, fig in over["steady_records_per_s"].items():
+        median, span = _spread(fig)
+        out.append(f"| {float(share):.0%} | {median} | {span} |")
+    median, span = _spread(over["overhead_at_5pct"])
+    out.append(
+        f"\nDLQ overhead at 5% bad (1 - steady at 5% / steady at 0%, per round): "
+        f"median {median}, range {span}."
+    )
+    lat = doc.get("latency")
+    if lat:
+        out.append(
+            f"\nProduce to visible under read_committed, the job running unbounded at "
+            f"{_n(lat['rate_per_s'])} records/s: p50 {_n(lat['p50_ms'])} ms, p99 "
+            f"{_n(lat['p99_ms'])} ms ({lat['received']:,} of {lat['produced']:,} records "
+            f"received, checkpoint interval {_n(lat['checkpoint_interval_ms'])} ms)."
+        )
+    return out
+
+
+def ingest_tables(doc: dict[str, Any]) -> list[str]:
+    out = [
+        f"`bench/results/ingest.json`: {doc['records']:,} records per producer round "
+        f"({doc['record_mb']} MB), {doc['drain_and_replay_records']:,} records per drain and "
+        f"replay, {doc['rounds']} interleaved rounds, commit `{doc['commit'][:12]}`.",
+        "",
+        "| system | records/s (median) | min - max |",
+        "|---|---:|---|",
+    ]
+    for name, fig in doc["systems"].items():
+        out.append(f"| {name} | {_n(fig['records_per_s'])} | {_n(fig['min'])} - {_n(fig['max'])} |")
+    r = doc["ingest_vs_bare"]
+    out.append(
+        f"\ningest_producer / bare_producer per round: median {r['median']}, range "
+        f"{r['min']} - {r['max']} ({', '.join(map(str, r['per_round']))})."
+    )
+    return out
+
+
+def render() -> str:
+    parts: list[str] = []
+    latest, ingest = RESULTS / "latest.json", RESULTS / "ingest.json"
+    if latest.exists():
+        parts += [
+            "### The job and what a user would write instead",
+            "",
+            *job_tables(json.loads(latest.read_text())),
+            "",
+        ]
+    if ingest.exists():
+        parts += ["### The ingest side", "", *ingest_tables(json.loads(ingest.read_text())), ""]
+    return "\n".join(parts)
+
+
+def main() -> int:
+    text = BENCH_MD.read_text()
+    if BEGIN not in text or END not in text:
+        print(f"{BENCH_MD} has no {BEGIN} ... {END} block", file=sys.stderr)
+        return 2
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    BENCH_MD.write_text(f"{head}{BEGIN}\n{render()}{END}{tail}")
+    print(f"{BENCH_MD}: tables rendered from {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

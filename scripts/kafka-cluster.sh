@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# A local three-node KRaft cluster (make kafka-up BROKERS=3), each node broker and controller:
+#   up | down | status                clients on 127.0.0.1:39092,39093,39094
+#   kill N | start N                  SIGKILL node N (1-3) / start it again (fault tests)
+#   bootstrap                         prints the bootstrap servers
+# Data, logs and pids under var/kafka-cluster/nodeN (ignored by git). The broker jars are the
+# ones `make setup` resolved (build/lib/kafka, the version of versions.env), as for
+# scripts/kafka.sh; configuration conf/kafka/cluster.properties.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+LIB_DIR=$ROOT/build/lib/kafka
+VAR=${KAFKA_CLUSTER_VAR_DIR:-$ROOT/var/kafka-cluster}
+HEAP=${KAFKA_HEAP_OPTS:--Xms128m -Xmx384m}
+PY=$ROOT/.venv/bin/python
+NODES=(1 2 3)
+BOOTSTRAP=127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094
+VOTERS=1@127.0.0.1:39192,2@127.0.0.1:39193,3@127.0.0.1:39194
+
+# shellcheck disable=SC2206
+JAVA=(java $HEAP -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true
+  -Dlog4j.configuration="file:$ROOT/conf/kafka/log4j.properties" -cp "$LIB_DIR/*")
+
+node_dir() { echo "$VAR/node$1"; }
+pid_file() { echo "$(node_dir "$1")/kafka.pid"; }
+running() { [[ -f $(pid_file "$1") ]] && kill -0 "$(cat "$(pid_file "$1")")" 2>/dev/null; }
+
+render() {  # node N's server.properties
+  local dir
+  dir=$(node_dir "$1")
+  mkdir -p "$dir/data" "$dir/logs"
+  sed -e "s#@NODE@#$1#g" -e "s#@PORT@#$((39091 + $1))#g" \
+    -e "s#@CONTROLLER_PORT@#$((39191 + $1))#g" -e "s#@VOTERS@#$VOTERS#g" \
+    -e "s#@VAR_DIR@#$dir#g" conf/kafka/cluster.properties > "$dir/server.properties"
+}
+
+start() {  # node N, formatted once with the cluster's id
+  local dir
+  dir=$(node_dir "$1")
+  if running "$1"; then return; fi
+  render "$1"
+  if [[ ! -f $dir/data/meta.properties ]]; then
+    [[ -f $VAR/cluster.id ]] || "${JAVA[@]}" kafka.tools.StorageTool random-uuid > "$VAR/cluster.id"
+    "${JAVA[@]}" kafka.tools.StorageTool format -t "$(cat "$VAR/cluster.id")" \
+      -c "$dir/server.properties" > "$dir/logs/format.out"
+  fi
+  nohup "${JAVA[@]}" -Dkafka.logs.dir="$dir/logs" kafka.Kafka \
+    "$dir/server.properties" > "$dir/logs/stdout.log" 2>&1 < /dev/null &
+  echo $! > "$(pid_file "$1")"
+}
+
+stop() {  # node N: SIGTERM, SIGKILL after 30 s
+  local pid
+  running "$1" || { rm -f "$(pid_file "$1")"; return; }
+  pid=$(cat "$(pid_file "$1")")
+  kill -TERM "$pid"
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+  rm -f "$(pid_file "$1")"
+}
+
+wait_ready() {  # every node in the metadata
+  local deadline=$((SECONDS + 120))
+  while ((SECONDS < deadline)); do
+    if KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP "$PY" -m dlq.cli wait --brokers 3 --timeout 5 \
+      2>/dev/null; then return 0; fi
+  done
+  echo "kafka-cluster: not all three nodes answered; last log lines:" >&2
+  for n in "${NODES[@]}"; do tail -n 10 "$(node_dir "$n")/logs/stdout.log" >&2 || true; done
+  return 1
+}
+
+case ${1:-} in
+  up)
+    [[ -d $LIB_DIR ]] || { echo "kafka-cluster: $LIB_DIR missing, run 'make setup'" >&2; exit 2; }
+    mkdir -p "$VAR"
+    for n in "${NODES[@]}"; do start "$n"; done
+    if ! wait_ready; then for n in "${NODES[@]}"; do stop "$n"; done; exit 1; fi
+    echo "kafka-cluster: up, three nodes on $BOOTSTRAP (replication 3, min.insync.replicas 2)" ;;
+  down)
+    for n in "${NODES[@]}"; do stop "$n"; done
+    echo "kafka-cluster: stopped" ;;
+  status)
+    up=0
+    for n in "${NODES[@]}"; do if running "$n"; then up=$((up + 1)); fi; done
+    echo "kafka-cluster: $up of 3 nodes running"
+    ((up == 3)) ;;
+  kill)
+    running "$2" || { echo "kafka-cluster: node $2 is not running" >&2; exit 1; }
+    kill -KILL "$(cat "$(pid_file "$2")")"
+    rm -f "$(pid_file "$2")"
+    echo "kafka-cluster: node $2 killed (SIGKILL)" ;;
+  start) start "$2"; echo "kafka-cluster: node $2 started" ;;
+  bootstrap) echo "$BOOTSTRAP" ;;
+  *) echo "usage: $0 up|down|status|kill N|start N|bootstrap" >&2; exit 2 ;;
+esac
