@@ -81,7 +81,7 @@ LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
     "heap_1g": ("the mini-cluster JVM's heap capped at 1 GiB", {"env": {"JVM_ARGS": "-Xmx1g"}}),
     "producer_defaults": (
         "the sinks' producers with Kafka's default batching (16 KiB, 5 ms linger)",
-        {"kafka.sink": {}},
+        {"kafka.sink": {"linger.ms": "5", "batch.size": "16384"}},
     ),
     "checkpoint_30s": ("checkpoint every 30 s", {"checkpoint.interval_ms": 30_000}),
     "checkpoint_2s": ("checkpoint every 2 s", {"checkpoint.interval_ms": 2_000}),

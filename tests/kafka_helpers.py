@@ -185,5 +185,5 @@ def running_job_conf(rest_port: int) -> dict[str, Any]:
     shipped = load_config(None, {}).flink_conf
     return {
         **{k: v for k, v in shipped.items() if k.startswith("restart-")},
-        "rest.port": rest_port,
+        "rest.bind-port": str(rest_port),
     }

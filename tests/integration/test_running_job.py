@@ -52,7 +52,7 @@ def test_running_job_commits_on_checkpoints_and_counts(bootstrap: str, tmp_path:
         bootstrap,
         **{
             "checkpoint.interval_ms": CHECKPOINT_MS,
-            "flink.conf": {"rest.port": port},
+            "flink.conf": {"rest.bind-port": str(port)},
             "enrich.rss": "tests.integration.hooks:flaky",
             "retry.backoff_ms": 10,
         },
