@@ -7,6 +7,7 @@ the record it wraps. :func:`envelope_bound` is that worst case.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -70,6 +71,24 @@ REFUSED = {
 }
 
 
+class HangUps(logging.Handler):
+    """Counts librdkafka's log lines of a broker that closed the connection while it was
+    being asked its API versions (the first request of every connection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.logger = logging.getLogger(f"marketlag.kafka.probe.{id(self)}")
+        self.logger.addHandler(self)
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.propagate = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "closed by peer" in text and "APIVERSION_QUERY" in text:
+            self.count += 1
+
+
 def wait_for_broker(conf: Mapping[str, str], timeout_s: float, brokers: int = 1) -> None:
     """Returns once the cluster answers a metadata request; raises TimeoutError otherwise,
     and :class:`BrokerRefused` as soon as the broker rejects our credentials or we reject its
@@ -81,21 +100,16 @@ def wait_for_broker(conf: Mapping[str, str], timeout_s: float, brokers: int = 1)
     def on_error(err: KafkaError) -> None:
         if err.code() in REFUSED:
             refused.append(f"{REFUSED[err.code()]}: {err.str()}")
-        elif err.code() == KafkaError._TRANSPORT and "security.protocol" in err.str():
-            # A plaintext client at a TLS or SASL listener: the broker hangs up on the first
-            # request, and librdkafka says why. Retrying cannot help.
-            refused.append(
-                "the broker speaks another protocol than "
-                f"{conf.get('security.protocol', 'PLAINTEXT')} (KAFKA_SECURITY_PROTOCOL): "
-                f"{err.str()}"
-            )
 
-    # Quiet: "connection refused" is the expected answer until the broker is up.
+    # A client of the wrong protocol (plaintext at a TLS listener) is accepted and then hung up
+    # on at its first request, again and again: librdkafka logs that, it reports no error.
+    hung_up = HangUps()
     client = admin_client(
         {
             **conf,
             "socket.connection.setup.timeout.ms": "2000",
-            "log_level": "0",
+            "logger": hung_up.logger,  # kept, not printed: "connection refused" is expected
+            "log_level": "6",
             "error_cb": on_error,
         }
     )
@@ -106,7 +120,13 @@ def wait_for_broker(conf: Mapping[str, str], timeout_s: float, brokers: int = 1)
                 return
         except KafkaException as e:
             last = e
-        client.poll(0)  # serves the error callback
+        client.poll(0)  # serves the error callback and the log
+        if hung_up.count >= 3:
+            refused.append(
+                "the broker hangs up on the first request: it speaks another protocol than "
+                f"{conf.get('security.protocol', 'PLAINTEXT')} (KAFKA_SECURITY_PROTOCOL; "
+                "TLS or SASL at this port?)"
+            )
         if refused:
             raise BrokerRefused(f"Kafka at {conf.get('bootstrap.servers')}: {refused[0]}")
         time.sleep(0.5)
@@ -308,6 +328,8 @@ def ensure_project_topics(config: JobConfig, client: AdminClient) -> list[tuple[
     # the DLQ could not take a record of the new partitions (it keeps its input's partition).
     md = client.list_topics(timeout=30)
     for spec in outputs[: 2 * len(config.feeds)]:
+        if states[spec.name] != "exists":
+            continue  # created just now, with its input's count
         have = len(md.topics[spec.name].partitions)
         if have < spec.partitions:
             grow(client, spec.name, spec.partitions)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import TopicCollection
+from confluent_kafka import Producer, TopicCollection
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from tests.kafka_helpers import ROOT, dlq_cli, fill_dlq, make_job_config, read_all, wait_for
@@ -49,10 +49,12 @@ def test_dlq_topics_replicates_every_project_topic_three_times(
     created = dlq_cli(path, "topics")
     assert created.returncode == 0, created.stderr
     admin = AdminClient({"bootstrap.servers": cluster})
+    # The transaction state log exists once a transactional producer has started.
+    Producer({"bootstrap.servers": cluster, "transactional.id": path.stem}).init_transactions(60)
     topics = [t for f in config.feeds.values() for t in (f.input, f.clean, f.dlq)]
     topics += [config.parking_topic, config.ledger_topic, "__transaction_state"]
     wait_for(
-        "the internal topics",
+        "the transaction state log",
         lambda: "__transaction_state" in admin.list_topics(timeout=10).topics,
         60,
     )

@@ -241,7 +241,7 @@ def test_wrong_credentials_fail_fast_and_clearly(
         cause = "TLS handshake failed"
     else:  # pointed at the TLS port without TLS: said at once, not after a minute of waiting
         env = secure_broker.env(KAFKA_SECURITY_PROTOCOL="PLAINTEXT")
-        cause = "the broker speaks another protocol than PLAINTEXT"
+        cause = "it speaks another protocol than PLAINTEXT"
     job_config(tmp_path, secure_broker, env)
     path = config_path(tmp_path)
     for args in COMMANDS:
