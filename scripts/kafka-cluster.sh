@@ -3,7 +3,8 @@
 #   up | down | status                clients on 127.0.0.1:39092,39093,39094
 #   kill N | start N                  SIGKILL node N (1-3) / start it again (fault tests)
 #   bootstrap                         prints the bootstrap servers
-# Data, logs and pids under var/kafka-cluster/nodeN (ignored by git). The broker jars are the
+# Data, logs and pids under var/kafka-cluster/nodeN (ignored by git; KAFKA_CLUSTER_VAR_DIR
+# moves them, as the tests do to start from empty nodes). The broker jars are the
 # ones `make setup` resolved (build/lib/kafka, the version of versions.env), as for
 # scripts/kafka.sh; configuration conf/kafka/cluster.properties.
 set -euo pipefail
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 LIB_DIR=$ROOT/build/lib/kafka
 VAR=${KAFKA_CLUSTER_VAR_DIR:-$ROOT/var/kafka-cluster}
-HEAP=${KAFKA_HEAP_OPTS:--Xms128m -Xmx384m}
+HEAP=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
 PY=$ROOT/.venv/bin/python
 NODES=(1 2 3)
 BOOTSTRAP=127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094
@@ -59,15 +60,18 @@ stop() {  # node N: SIGTERM, SIGKILL after 30 s
   rm -f "$(pid_file "$1")"
 }
 
-wait_ready() {  # every node in the metadata
-  local deadline=$((SECONDS + 120))
-  while ((SECONDS < deadline)); do
-    if KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP "$PY" -m dlq.cli wait --brokers 3 --timeout 5 \
-      2>/dev/null; then return 0; fi
+wait_ready() {  # nodes $@ each answer a metadata request that lists all three brokers
+  local deadline=$((SECONDS + 120)) n
+  for n in "$@"; do
+    while ! KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$((39091 + n)) "$PY" -m dlq.cli wait --brokers 3 \
+      --timeout 5 2>/dev/null; do
+      if ((SECONDS >= deadline)) || ! running "$n"; then
+        echo "kafka-cluster: node $n did not answer; its last log lines:" >&2
+        tail -n 20 "$(node_dir "$n")/logs/stdout.log" >&2 || true
+        return 1
+      fi
+    done
   done
-  echo "kafka-cluster: not all three nodes answered; last log lines:" >&2
-  for n in "${NODES[@]}"; do tail -n 10 "$(node_dir "$n")/logs/stdout.log" >&2 || true; done
-  return 1
 }
 
 case ${1:-} in
@@ -75,7 +79,7 @@ case ${1:-} in
     [[ -d $LIB_DIR ]] || { echo "kafka-cluster: $LIB_DIR missing, run 'make setup'" >&2; exit 2; }
     mkdir -p "$VAR"
     for n in "${NODES[@]}"; do start "$n"; done
-    if ! wait_ready; then for n in "${NODES[@]}"; do stop "$n"; done; exit 1; fi
+    if ! wait_ready "${NODES[@]}"; then for n in "${NODES[@]}"; do stop "$n"; done; exit 1; fi
     echo "kafka-cluster: up, three nodes on $BOOTSTRAP (replication 3, min.insync.replicas 2)" ;;
   down)
     for n in "${NODES[@]}"; do stop "$n"; done
@@ -90,7 +94,7 @@ case ${1:-} in
     kill -KILL "$(cat "$(pid_file "$2")")"
     rm -f "$(pid_file "$2")"
     echo "kafka-cluster: node $2 killed (SIGKILL)" ;;
-  start) start "$2"; echo "kafka-cluster: node $2 started" ;;
+  start) start "$2"; wait_ready "$2"; echo "kafka-cluster: node $2 started and answering" ;;
   bootstrap) echo "$BOOTSTRAP" ;;
   *) echo "usage: $0 up|down|status|kill N|start N|bootstrap" >&2; exit 2 ;;
 esac

@@ -29,16 +29,16 @@ CLUSTER = str(ROOT / "scripts" / "kafka-cluster.sh")
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """The three-node cluster's bootstrap servers; started here, stopped by pid at the end."""
-    started = subprocess.run([CLUSTER, "status"], capture_output=True).returncode != 0
-    if started:
-        subprocess.run([CLUSTER, "up"], check=True)
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The three-node cluster's bootstrap servers: empty nodes started here (their data in a
+    temporary folder), stopped by pid at the end."""
+    os.environ["KAFKA_CLUSTER_VAR_DIR"] = str(tmp_path_factory.mktemp("kafka-cluster"))
     try:
+        subprocess.run([CLUSTER, "up"], check=True)
         yield subprocess.run([CLUSTER, "bootstrap"], capture_output=True, text=True).stdout.strip()
     finally:
-        if started:
-            subprocess.run([CLUSTER, "down"], check=False)
+        subprocess.run([CLUSTER, "down"], check=False)
+        del os.environ["KAFKA_CLUSTER_VAR_DIR"]
 
 
 def test_dlq_topics_replicates_every_project_topic_three_times(
