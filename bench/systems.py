@@ -77,6 +77,15 @@ def loop(config: JobConfig, process: bool, part: int = 0, parts: int = 1) -> dic
     interval = config.checkpoint_interval_ms / 1000
     pending = set(ends)
     n, start, last_commit = 0, None, 0.0
+
+    def send(topic: str, value: bytes | None, key: bytes | None, **kwargs: Any) -> None:
+        while True:
+            try:
+                producer.produce(topic, value, key, **kwargs)
+                return
+            except BufferError:  # the local queue is full: let it drain
+                producer.poll(0.05)
+
     producer.begin_transaction()
     while pending:
         batch: dict[str, list[tuple[SourceRecord, None]]] = {}
@@ -106,11 +115,12 @@ def loop(config: JobConfig, process: bool, part: int = 0, parts: int = 1) -> dic
             t = targets[topic]
             if not process:
                 for rec, _ in records:
-                    producer.produce(t.clean, rec.value, rec.key, headers=list(rec.headers))
+                    send(t.clean, rec.value, rec.key, headers=list(rec.headers))
+                producer.poll(0)
                 continue
             for rec, out in processors[topic].outcomes(records):
                 if isinstance(out, Clean):
-                    producer.produce(
+                    send(
                         t.clean,
                         out.value,
                         out.key,
@@ -118,7 +128,7 @@ def loop(config: JobConfig, process: bool, part: int = 0, parts: int = 1) -> dic
                         timestamp=rec.timestamp or 0,
                     )
                 else:
-                    producer.produce(
+                    send(
                         t.dlq,
                         out.envelope,
                         out.key,

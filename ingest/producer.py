@@ -234,10 +234,18 @@ class IngestProducer:
                 except (TypeError, ValueError) as e:
                     failures.append(_unserialisable(rec, e))
                     continue
-            headers: Any = list(rec.headers) if rec.headers else None
             while True:
                 try:
-                    produce(topic, value, rec.key, timestamp=rec.timestamp or 0, headers=headers)
+                    if rec.headers or rec.timestamp:
+                        produce(
+                            topic,
+                            value,
+                            rec.key,
+                            timestamp=rec.timestamp or 0,
+                            headers=list(rec.headers) or None,
+                        )
+                    else:  # positional only: keyword arguments cost the C call a dict
+                        produce(topic, value, rec.key)
                     produced += 1
                 except BufferError:  # the local queue is full: let it drain
                     producer.poll(0.005)
