@@ -2,7 +2,7 @@
 
 Every figure BENCH.md publishes comes from here: the block between the markers
 ``<!-- results:begin -->`` and ``<!-- results:end -->`` is replaced by tables made from
-bench/results/latest.json and bench/results/ingest.json, each with the commit it ran on, so
+bench/results/latest.json, ingest.json and levers.json, each with the commit it ran on, so
 the prose around them need not repeat (or recompute) a number.
 """
 
@@ -25,10 +25,11 @@ def _n(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
 
 
-def _spread(fig: dict[str, Any] | None) -> tuple[str, str]:
+def _spread(fig: dict[str, Any] | None, ratio: bool = False) -> tuple[str, str]:
     if not fig:
         return "-", "-"
-    return _n(fig["median"]), f"{_n(fig['min'])} - {_n(fig['max'])}"
+    show = (lambda v: f"{v:.3f}") if ratio else _n
+    return show(fig["median"]), f"{show(fig['min'])} - {show(fig['max'])}"
 
 
 def job_tables(doc: dict[str, Any]) -> list[str]:
@@ -57,14 +58,14 @@ def job_tables(doc: dict[str, Any]) -> list[str]:
             out.append(f"{name} from its first record to its last commit: {_n(proc['median'])}/s.")
     out += ["", "| ratio (per round, then median) | median | min - max |", "|---|---:|---|"]
     for name, fig in doc["ratios"].items():
-        median, span = _spread(fig)
+        median, span = _spread(fig, ratio=True)
         out.append(f"| {name} | {median} | {span} |")
     over = doc["dlq_overhead"]
     out += ["", "| bad share | job steady records/s (median) | min - max |", "|---|---:|---|"]
     for share, fig in over["steady_records_per_s"].items():
         median, span = _spread(fig)
         out.append(f"| {float(share):.0%} | {median} | {span} |")
-    median, span = _spread(over["overhead_at_5pct"])
+    median, span = _spread(over["overhead_at_5pct"], ratio=True)
     out.append(
         f"\nDLQ overhead at 5% bad (1 - steady at 5% / steady at 0%, per round): "
         f"median {median}, range {span}."
@@ -99,6 +100,23 @@ def ingest_tables(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def levers_table(doc: dict[str, Any]) -> list[str]:
+    out = [
+        f"`bench/results/levers.json`: {doc['records']:,} records, {doc['bad_share']:.0%} bad, "
+        f"{doc['rounds']} interleaved rounds, commit `{str(doc.get('commit', '?'))[:12]}`.",
+        "",
+        "| lever | what it changes | steady records/s (median) | launch to exit, records/s | "
+        "peak PSS MB |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, lever in doc["levers"].items():
+        out.append(
+            f"| {name} | {lever['what']} | {_n(lever['records_per_s'])} | "
+            f"{_n(lever.get('e2e_records_per_s'))} | {_n(lever.get('peak_pss_mb'))} |"
+        )
+    return out
+
+
 def render() -> str:
     parts: list[str] = []
     latest, ingest = RESULTS / "latest.json", RESULTS / "ingest.json"
@@ -111,6 +129,9 @@ def render() -> str:
         ]
     if ingest.exists():
         parts += ["### The ingest side", "", *ingest_tables(json.loads(ingest.read_text())), ""]
+    levers = RESULTS / "levers.json"
+    if levers.exists() and "commit" in json.loads(levers.read_text()):
+        parts += ["### Levers", "", *levers_table(json.loads(levers.read_text())), ""]
     return "\n".join(parts)
 
 

@@ -325,7 +325,7 @@ def flink_configuration(config: JobConfig) -> Configuration:
     conf.set_string("pipeline.name", config.name)
     # Every operator of the job emits a new array per record and keeps none it has emitted or
     # received (the batcher copies frames into its own buffer), so chained operators may pass
-    # records on without Flink copying each one (BENCH.md, "All levers").
+    # records on without Flink copying each one (lever no_object_reuse of bench.levers).
     conf.set_string("pipeline.object-reuse", "true")
     if not submitted_to_cluster():
         conf.set_string("execution.checkpointing.dir", config.checkpoint_dir.resolve().as_uri())
@@ -351,7 +351,7 @@ def python_worker_processes(config: JobConfig) -> None:
 
     On a local mini-cluster PyFlink otherwise runs every Python worker inside this client
     process ("loopback"), so all Python operators share one interpreter lock and one core
-    (slower: BENCH.md). A cluster always starts worker processes; the setting only reaches
+    (slower: lever loopback of bench.levers). A cluster always starts worker processes; the setting only reaches
     PyFlink through this environment variable.
     """
     if config.python_execution_mode == "process":
