@@ -282,6 +282,8 @@ class IngestProducer:
                 [claimed[i] for i in large],
             )
             report.claim_checked += len(large) - len(retry)
+            for i in large:  # should the DLQ still refuse it, the spool holds it claim-checked
+                envelopes[i] = claimed[i]
             for j, err in retry.items():
                 left[large[j]] = err
             for i in set(large) - {large[j] for j in retry}:

@@ -312,8 +312,12 @@ class S3Spool:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.location = f"s3://{bucket}/{self.prefix}"
         if client is None:
-            import boto3
-
+            try:
+                import boto3
+            except ImportError as e:
+                raise SpoolError(
+                    f"an S3 spool ({location}) needs boto3: pip install 'marketlag-dlq[s3]'"
+                ) from e
             client = boto3.client("s3")
         self.client = client
 

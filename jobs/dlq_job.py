@@ -351,8 +351,8 @@ def python_worker_processes(config: JobConfig) -> None:
 
     On a local mini-cluster PyFlink otherwise runs every Python worker inside this client
     process ("loopback"), so all Python operators share one interpreter lock and one core
-    (slower: lever loopback of bench.levers). A cluster always starts worker processes; the setting only reaches
-    PyFlink through this environment variable.
+    (slower: lever loopback of bench.levers). A cluster always starts worker processes; the
+    setting only reaches PyFlink through this environment variable.
     """
     if config.python_execution_mode == "process":
         os.environ.setdefault("_python_worker_execution_mode", "process")
