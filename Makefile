@@ -33,7 +33,7 @@ $(JARS_OK): versions.env java/pom.xml $(wildcard java/src/main/java/io/marketlag
 	@touch $@
 
 BROKERS ?= 1
-kafka-up: setup ## Start the local KRaft broker on 127.0.0.1:9092 (BROKERS=3: a three-node cluster on :39092-39094)
+kafka-up: setup ## Start the local KRaft broker on 127.0.0.1:9092 (BROKERS=3: a three-node cluster on :19192-19194)
 	@if [ "$(BROKERS)" = 3 ]; then scripts/kafka-cluster.sh up; else scripts/kafka.sh up; fi
 
 kafka-down: ## Stop the local broker (BROKERS=3: the cluster) by pid and wait for it to exit

@@ -234,9 +234,14 @@ def create_topics(client: AdminClient, specs: Iterable[TopicSpec]) -> dict[str, 
     return result
 
 
-def wait_for_topics(client: AdminClient, names: list[str], timeout_s: float = 30) -> None:
-    """Returns once every topic is in the cluster metadata with its partitions (creation
-    completes on the controller before every broker's metadata shows the topic)."""
+def wait_for_topics(
+    client: AdminClient, names: Iterable[str], timeout_s: float = 30
+) -> dict[str, int]:
+    """The partition count of every topic of ``names``, once the cluster metadata shows them
+    all (creation completes on the controller before every broker's metadata shows the topic,
+    and each metadata request may go to another broker: read counts from here, not from one
+    more ``list_topics``)."""
+    names = list(names)
     deadline = time.monotonic() + timeout_s
     while True:
         md = client.list_topics(timeout=timeout_s)
@@ -246,7 +251,7 @@ def wait_for_topics(client: AdminClient, names: list[str], timeout_s: float = 30
             if n not in md.topics or md.topics[n].error is not None or not md.topics[n].partitions
         ]
         if not missing:
-            return
+            return {n: len(md.topics[n].partitions) for n in names}
         if time.monotonic() > deadline:
             raise TimeoutError(f"topics not visible after {timeout_s:.0f} s: {missing}")
         time.sleep(0.2)
@@ -257,7 +262,7 @@ def grow(client: AdminClient, topic: str, partitions: int, timeout_s: float = 30
     future = client.create_partitions([NewPartitions(topic, partitions)])[topic]
     future.result(timeout=timeout_s)
     deadline = time.monotonic() + timeout_s
-    while len(client.list_topics(topic, timeout=timeout_s).topics[topic].partitions) < partitions:
+    while wait_for_topics(client, [topic], timeout_s)[topic] < partitions:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{topic}: {partitions} partitions not visible in {timeout_s:.0f} s")
         time.sleep(0.2)
@@ -307,10 +312,10 @@ def ensure_project_topics(config: JobConfig, client: AdminClient) -> list[tuple[
     states = create_topics(client, inputs)
     # What the DLQs and the parking lot hold stays until an operator decides otherwise.
     keep = {"retention.ms": str(config.dlq_retention_ms), "retention.bytes": "-1"}
-    md = client.list_topics(timeout=30)
+    counts = wait_for_topics(client, [s.name for s in inputs])
     outputs: list[TopicSpec] = []
     for topics in config.feeds.values():
-        partitions = len(md.topics[topics.input].partitions)
+        partitions = counts[topics.input]
         input_limit = topic_max_message_bytes(client, topics.input)
         clean = str(clean_bound(input_limit))
         outputs.append(TopicSpec(topics.clean, partitions, {"max.message.bytes": clean}))
@@ -326,11 +331,11 @@ def ensure_project_topics(config: JobConfig, client: AdminClient) -> list[tuple[
     states.update(create_topics(client, outputs))
     # An input grown since (the way to scale out): its clean topic and DLQ grow with it, or
     # the DLQ could not take a record of the new partitions (it keeps its input's partition).
-    md = client.list_topics(timeout=30)
+    counts = wait_for_topics(client, [s.name for s in outputs])
     for spec in outputs[: 2 * len(config.feeds)]:
         if states[spec.name] != "exists":
             continue  # created just now, with its input's count
-        have = len(md.topics[spec.name].partitions)
+        have = counts[spec.name]
         if have < spec.partitions:
             grow(client, spec.name, spec.partitions)
             states[spec.name] = f"grown {have}->{spec.partitions}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local three-node KRaft cluster (make kafka-up BROKERS=3), each node broker and controller:
-#   up | down | status                clients on 127.0.0.1:39092,39093,39094
+#   up | down | status                clients on 127.0.0.1:19192,19193,19194
 #   kill N | start N                  SIGKILL node N (1-3) / start it again (fault tests)
 #   bootstrap                         prints the bootstrap servers
 # Data, logs and pids under var/kafka-cluster/nodeN (ignored by git; KAFKA_CLUSTER_VAR_DIR
@@ -15,13 +15,17 @@ VAR=${KAFKA_CLUSTER_VAR_DIR:-$ROOT/var/kafka-cluster}
 HEAP=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
 PY=$ROOT/.venv/bin/python
 NODES=(1 2 3)
-BOOTSTRAP=127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094
-VOTERS=1@127.0.0.1:39192,2@127.0.0.1:39193,3@127.0.0.1:39194
+BOOTSTRAP=127.0.0.1:19192,127.0.0.1:19193,127.0.0.1:19194
+VOTERS=1@127.0.0.1:19292,2@127.0.0.1:19293,3@127.0.0.1:19294
 
 # shellcheck disable=SC2206
 JAVA=(java $HEAP -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true
   -Dlog4j.configuration="file:$ROOT/conf/kafka/log4j.properties" -cp "$LIB_DIR/*")
 
+# Below Linux's ephemeral range (32768-60999): an outgoing connection of some other process
+# can never hold one of these ports when a node binds it.
+client_port() { echo $((19191 + $1)); }
+controller_port() { echo $((19291 + $1)); }
 node_dir() { echo "$VAR/node$1"; }
 pid_file() { echo "$(node_dir "$1")/kafka.pid"; }
 running() { [[ -f $(pid_file "$1") ]] && kill -0 "$(cat "$(pid_file "$1")")" 2>/dev/null; }
@@ -30,15 +34,22 @@ render() {  # node N's server.properties
   local dir
   dir=$(node_dir "$1")
   mkdir -p "$dir/data" "$dir/logs"
-  sed -e "s#@NODE@#$1#g" -e "s#@PORT@#$((39091 + $1))#g" \
-    -e "s#@CONTROLLER_PORT@#$((39191 + $1))#g" -e "s#@VOTERS@#$VOTERS#g" \
+  sed -e "s#@NODE@#$1#g" -e "s#@PORT@#$(client_port "$1")#g" \
+    -e "s#@CONTROLLER_PORT@#$(controller_port "$1")#g" -e "s#@VOTERS@#$VOTERS#g" \
     -e "s#@VAR_DIR@#$dir#g" conf/kafka/cluster.properties > "$dir/server.properties"
 }
 
+port_free() {  # 0 when nothing listens on 127.0.0.1:$1
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 start() {  # node N, formatted once with the cluster's id
-  local dir
+  local dir port
   dir=$(node_dir "$1")
   if running "$1"; then return; fi
+  for port in "$(client_port "$1")" "$(controller_port "$1")"; do
+    port_free "$port" || { echo "kafka-cluster: port $port (node $1) is taken by another process" >&2; return 1; }
+  done
   render "$1"
   if [[ ! -f $dir/data/meta.properties ]]; then
     [[ -f $VAR/cluster.id ]] || "${JAVA[@]}" kafka.tools.StorageTool random-uuid > "$VAR/cluster.id"
@@ -63,7 +74,7 @@ stop() {  # node N: SIGTERM, SIGKILL after 30 s
 wait_ready() {  # nodes $@ each answer a metadata request that lists all three brokers
   local deadline=$((SECONDS + 120)) n
   for n in "$@"; do
-    while ! KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$((39091 + n)) "$PY" -m dlq.cli wait --brokers 3 \
+    while ! KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(client_port "$n") "$PY" -m dlq.cli wait --brokers 3 \
       --timeout 5 2>/dev/null; do
       if ((SECONDS >= deadline)) || ! running "$n"; then
         echo "kafka-cluster: node $n did not answer; its last log lines:" >&2
@@ -78,7 +89,9 @@ case ${1:-} in
   up)
     [[ -d $LIB_DIR ]] || { echo "kafka-cluster: $LIB_DIR missing, run 'make setup'" >&2; exit 2; }
     mkdir -p "$VAR"
-    for n in "${NODES[@]}"; do start "$n"; done
+    for n in "${NODES[@]}"; do
+      start "$n" || { for m in "${NODES[@]}"; do stop "$m"; done; exit 1; }
+    done
     if ! wait_ready "${NODES[@]}"; then for n in "${NODES[@]}"; do stop "$n"; done; exit 1; fi
     echo "kafka-cluster: up, three nodes on $BOOTSTRAP (replication 3, min.insync.replicas 2)" ;;
   down)
@@ -94,7 +107,7 @@ case ${1:-} in
     kill -KILL "$(cat "$(pid_file "$2")")"
     rm -f "$(pid_file "$2")"
     echo "kafka-cluster: node $2 killed (SIGKILL)" ;;
-  start) start "$2"; wait_ready "$2"; echo "kafka-cluster: node $2 started and answering" ;;
+  start) start "$2" || exit 1; wait_ready "$2"; echo "kafka-cluster: node $2 started and answering" ;;
   bootstrap) echo "$BOOTSTRAP" ;;
   *) echo "usage: $0 up|down|status|kill N|start N|bootstrap" >&2; exit 2 ;;
 esac

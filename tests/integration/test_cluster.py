@@ -34,7 +34,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     temporary folder), stopped by pid at the end."""
     os.environ["KAFKA_CLUSTER_VAR_DIR"] = str(tmp_path_factory.mktemp("kafka-cluster"))
     try:
-        subprocess.run([CLUSTER, "up"], check=True)
+        up = subprocess.run([CLUSTER, "up"], capture_output=True, text=True)
+        # The script's own account (a taken port, a node's last log lines) on one line, so
+        # that the short test summary carries it.
+        said = " | ".join((up.stdout + up.stderr).strip().splitlines()[-12:])
+        assert up.returncode == 0, f"kafka-cluster.sh up failed: {said}"
         yield subprocess.run([CLUSTER, "bootstrap"], capture_output=True, text=True).stdout.strip()
     finally:
         subprocess.run([CLUSTER, "down"], check=False)
