@@ -19,8 +19,9 @@ import time
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from kafkaio.ledger import transactional_producer
 from kafkaio.scan import read_to_end, watermarks
 from udfs.config import FEEDS, JobConfig, load_config
 from udfs.pipeline import Clean, FeedProcessor
@@ -59,7 +60,7 @@ def loop(config: JobConfig, process: bool, part: int = 0, parts: int = 1) -> dic
     timestamps), in Kafka transactions that carry the consumer offsets, committed every
     checkpoint interval. ``part`` of ``parts``: one of several such processes."""
     consumer, ends = _consumer(config, part, parts)
-    producer = Producer(
+    producer = transactional_producer(
         {
             **config.kafka.librdkafka(),
             "transactional.id": f"{config.kafka.transactional_id_prefix}-loop-{part}",
@@ -68,7 +69,6 @@ def loop(config: JobConfig, process: bool, part: int = 0, parts: int = 1) -> dic
             "log_level": "3",
         }
     )
-    producer.init_transactions(30)
     processors = {
         config.feeds[f].input: FeedProcessor(f, job_name="bench", operator=f"validate-{f}")
         for f in FEEDS

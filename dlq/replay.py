@@ -133,9 +133,13 @@ class Replayer:
             c.close()
 
     def run(self, progress: Callable[[int], None] = lambda n: None) -> Summary:
+        # The DLQ is fetched while the producer starts and the ledger is read.
+        scan = read_dlq(self.conf, [self.dlq_topic])
         producer = None
         if not self.dry_run:
-            producer = Producer(
+            # Fences a replay of this topic still running elsewhere and aborts the open
+            # transaction of one that was killed, before the ledger is read.
+            producer = ledger.transactional_producer(
                 {
                     **self.conf,
                     "transactional.id": f"dlq-replay.{self.dlq_topic}",
@@ -148,13 +152,10 @@ class Replayer:
                     "batch.size": 1024 * 1024,
                 }
             )
-            # Fences a replay of this topic still running elsewhere and aborts the open
-            # transaction of one that was killed, before the ledger is read.
-            producer.init_transactions(60)
         prefix = ledger.dlq_prefix(self.dlq_topic, topic_id(self.conf, self.dlq_topic))
         done = ledger.load(self.conf, self.ledger_topic, prefix)
         if producer is None:
-            for rec in self._selected(done, prefix, progress):
+            for rec, _ in self._selected(scan, done, prefix, progress):
                 self.summary.records.append(self._describe(rec))
             return self.summary
         with ledger.Transactions(
@@ -164,29 +165,35 @@ class Replayer:
             max_seconds=TRANSACTION_SECONDS,
             rate=self.rate,
         ) as txns:
-            for rec in self._selected(done, prefix, progress):
+            for rec, key in self._selected(scan, done, prefix, progress):
                 txns.begin()
                 outcome = self._write(producer, rec)
                 if outcome is not None:  # the entry commits or aborts with its record
-                    key = b"%s%d:%d" % (prefix, rec.message.partition, rec.message.offset)
                     txns.ledger(key, outcome, self.to or rec.envelope.topic)  # type: ignore[union-attr]
         return self.summary
 
     def _selected(
-        self, done: set[bytes], prefix: bytes, progress: Callable[[int], None]
-    ) -> Iterator[DlqRecord]:
-        """The DLQ records this replay takes: envelopes, selected, not in the ledger."""
-        for rec in read_dlq(self.conf, [self.dlq_topic]):
+        self,
+        scan: Iterator[DlqRecord],
+        done: set[bytes],
+        prefix: bytes,
+        progress: Callable[[int], None],
+    ) -> Iterator[tuple[DlqRecord, bytes]]:
+        """The DLQ records this replay takes (envelopes, selected, not in the ledger), each
+        with its ledger key."""
+        for rec in scan:
             progress(1)
             if rec.envelope is None:
                 self.summary.not_envelopes += 1
-            elif not self.selection.matches(rec):
                 continue
-            elif b"%s%d:%d" % (prefix, rec.message.partition, rec.message.offset) in done:
+            if not self.selection.matches(rec):
+                continue
+            key = b"%s%d:%d" % (prefix, rec.message.partition, rec.message.offset)
+            if key in done:
                 self.summary.already_replayed += 1
             else:
                 self.summary.selected += 1
-                yield rec
+                yield rec, key
 
     def _describe(self, rec: DlqRecord) -> dict[str, Any]:
         env = rec.envelope

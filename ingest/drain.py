@@ -87,7 +87,9 @@ class Drainer:
         producer = None
         if not self.dry_run:
             spool_id = hashlib.sha1(self.spool.location.encode()).hexdigest()[:12]
-            producer = Producer(
+            # Fences a drain of this spool still running elsewhere and aborts the open
+            # transaction of one that was killed, before the ledger is read.
+            producer = ledger.transactional_producer(
                 {
                     **self.conf,
                     "transactional.id": f"dlq-spool-drain.{spool_id}",
@@ -97,11 +99,10 @@ class Drainer:
                     "batch.size": 1024 * 1024,
                     "message.max.bytes": str(self.max_request_size),
                     "log_level": 3,
+                    # Delivery reports (a Python call each) only for the records that fail.
+                    "delivery.report.only.error": True,
                 }
             )
-            # Fences a drain of this spool still running elsewhere and aborts the open
-            # transaction of one that was killed, before the ledger is read.
-            producer.init_transactions(60)
         done = ledger.load(self.conf, self.ledger_topic, ledger.SPOOL_PREFIX)
         self._started, self._sent = time.monotonic(), 0
         for name in self.spool.segments():
@@ -144,21 +145,20 @@ class Drainer:
         for attempt in range(2):
             self._errors = {}
             producer.begin_transaction()
+            at = datetime.now(UTC).isoformat()
+            entries: dict[tuple[str, str], bytes] = {}  # one ledger value per outcome and topic
             try:
                 for i, rec in enumerate(chunk):
                     self._produce(producer, i, rec)
-                    producer.produce(
-                        self.ledger_topic,
-                        key=ledger.spool_key(rec.id),
-                        value=orjson.dumps(
-                            {
-                                "outcome": "drained" if rec.kind == "record" else "dead-lettered",
-                                "at": datetime.now(UTC).isoformat(),
-                                "to": rec.topic,
-                            }
-                        ),
-                    )
-                    producer.poll(0)
+                    outcome = "drained" if rec.kind == "record" else "dead-lettered"
+                    entry = entries.get((outcome, rec.topic))
+                    if entry is None:
+                        entry = entries[(outcome, rec.topic)] = orjson.dumps(
+                            {"outcome": outcome, "at": at, "to": rec.topic}
+                        )
+                    producer.produce(self.ledger_topic, key=ledger.spool_key(rec.id), value=entry)
+                    if not i % 256:
+                        producer.poll(0)
                     self._pace()
                 producer.commit_transaction(60)
             except KafkaException as e:

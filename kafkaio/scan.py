@@ -106,13 +106,34 @@ def read_to_end(
     isolation: str = "read_committed",
     timeout_s: float = 120,
 ) -> Iterator[Message]:
-    """Every message of ``topics`` up to the end offsets present now, in partition order."""
+    """Every message of ``topics`` up to the end offsets present now, in partition order.
+
+    The end offsets are asked for and fetching starts when this is called; the messages come
+    as they are iterated (so a caller can fetch while it prepares something else).
+    """
+    return map(message_of, read_raw_to_end(conf, topics, isolation, timeout_s))
+
+
+def read_raw_to_end(
+    conf: Mapping[str, str],
+    topics: Sequence[str],
+    isolation: str = "read_committed",
+    timeout_s: float = 120,
+) -> Iterator[Any]:
+    """:func:`read_to_end` as confluent-kafka's own messages (for readers of millions of small
+    records that need a field or two, such as the replay ledger)."""
     c = consumer(conf, isolation)
     try:
         ends = {tp: high for tp, (low, high) in watermarks(c, topics).items() if high > low}
-        if not ends:
-            return
         c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
+    except BaseException:
+        c.close()
+        raise
+    return _to_end(c, ends, timeout_s)
+
+
+def _to_end(c: Consumer, ends: dict[tuple[str, int], int], timeout_s: float) -> Iterator[Any]:
+    try:
         pending = set(ends)
         deadline = time.monotonic() + timeout_s
         while pending:
@@ -121,7 +142,9 @@ def read_to_end(
                     f"could not read {sorted(pending)} to the end in "
                     f"{timeout_s:.0f} s (an open transaction?)"
                 )
-            for msg in c.consume(1000, 0.5):
+            # A batch returns when it is full or at the timeout: a short one, or the last
+            # records of a scan (fewer than a batch) would wait it out.
+            for msg in c.consume(1000, 0.05):
                 key = (msg.topic() or "", msg.partition() or 0)
                 err = msg.error()
                 if err is not None:
@@ -135,7 +158,7 @@ def read_to_end(
                 if offset >= ends[key]:
                     pending.discard(key)
                     continue
-                yield message_of(msg)
+                yield msg
                 if offset + 1 >= ends[key]:
                     pending.discard(key)
     finally:
@@ -148,6 +171,6 @@ def headers_of(raw: object) -> Headers:
 
 
 def read_dlq(conf: Mapping[str, str], topics: Sequence[str]) -> Iterator[DlqRecord]:
-    """The committed records of DLQ topics with their envelopes parsed."""
-    for msg in read_to_end(conf, topics):
-        yield dlq_record(msg)
+    """The committed records of DLQ topics with their envelopes parsed (fetching starts now,
+    as for :func:`read_to_end`)."""
+    return map(dlq_record, read_to_end(conf, topics))

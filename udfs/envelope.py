@@ -10,10 +10,9 @@ import collections.abc
 import functools
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -297,11 +296,21 @@ def decode(data: bytes) -> dict[str, Any]:
     src, error = env.get("source"), env.get("error")
     if not isinstance(src, dict) or not isinstance(src.get("topic"), str):
         raise EnvelopeError("envelope without source.topic")
-    for name in ("partition", "offset", "timestamp"):
-        if not _int_or_none(src.get(name)):
-            raise EnvelopeError(f"envelope source.{name} is not an integer or null")
-    if not isinstance(error, dict) or not all(
-        isinstance(error.get(k), str) for k in ("category", "type", "message")
+    # Written out rather than looped: replay and stats decode every record of a DLQ.
+    # (``type(v) is int`` is an integer that is not a bool.)
+    partition, offset, timestamp = src.get("partition"), src.get("offset"), src.get("timestamp")
+    if not (
+        (partition is None or type(partition) is int)
+        and (offset is None or type(offset) is int)
+        and (timestamp is None or type(timestamp) is int)
+    ):
+        bad = next(n for n in ("partition", "offset", "timestamp") if not _int_or_none(src.get(n)))
+        raise EnvelopeError(f"envelope source.{bad} is not an integer or null")
+    if not (
+        isinstance(error, dict)
+        and isinstance(error.get("category"), str)
+        and isinstance(error.get("type"), str)
+        and isinstance(error.get("message"), str)
     ):
         raise EnvelopeError("envelope without error.category, error.type and error.message")
     ref = env.get("payload_ref")
@@ -311,7 +320,8 @@ def decode(data: bytes) -> dict[str, Any]:
         and isinstance(ref.get("sha256"), str)
     ):
         raise EnvelopeError("envelope payload_ref without uri and sha256")
-    if not isinstance(env.get("payload_b64"), str | None):
+    payload = env.get("payload_b64")
+    if not (payload is None or isinstance(payload, str)):
         raise EnvelopeError("envelope payload_b64 is not text or null")
     return env
 
@@ -320,45 +330,60 @@ def _int_or_none(value: object) -> bool:
     return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
 
-@dataclass(frozen=True, slots=True)
-class EnvelopeView:
+class EnvelopeView(NamedTuple):
     """A DLQ envelope as its readers see it: typed, read-only, checked once by :func:`decode`.
 
     ``raw`` is the decoded JSON object (what a ``--fix`` function receives, SPEC section 8).
+    Every scan makes one per DLQ record, so a view is only the checked object; its fields are
+    read from it when asked.
     """
 
-    topic: str
-    partition: int | None
-    offset: int | None
-    category: str
-    error_type: str
-    message: str
-    field: str | None
-    attempts: int
-    replay_count: int
     raw: Mapping[str, Any]
 
     @classmethod
     def read(cls, data: bytes) -> EnvelopeView:
         """The view of an envelope's bytes; :class:`EnvelopeError` if they are not one."""
-        env = decode(data)
-        src, error = env["source"], env["error"]
-        replay = env.get("replay")
+        return cls(decode(data))
+
+    @property
+    def topic(self) -> str:
+        return self.raw["source"]["topic"]  # type: ignore[no-any-return]
+
+    @property
+    def partition(self) -> int | None:
+        return self.raw["source"].get("partition")  # type: ignore[no-any-return]
+
+    @property
+    def offset(self) -> int | None:
+        return self.raw["source"].get("offset")  # type: ignore[no-any-return]
+
+    @property
+    def category(self) -> str:
+        return self.raw["error"]["category"]  # type: ignore[no-any-return]
+
+    @property
+    def error_type(self) -> str:
+        return self.raw["error"]["type"]  # type: ignore[no-any-return]
+
+    @property
+    def message(self) -> str:
+        return self.raw["error"]["message"]  # type: ignore[no-any-return]
+
+    @property
+    def field(self) -> str | None:
+        field = self.raw["error"].get("field")
+        return field if isinstance(field, str) else None
+
+    @property
+    def attempts(self) -> int:
+        attempts = self.raw.get("attempts")
+        return attempts if isinstance(attempts, int) else 1
+
+    @property
+    def replay_count(self) -> int:
+        replay = self.raw.get("replay")
         count = replay.get("count") if isinstance(replay, dict) else 0
-        attempts = env.get("attempts")
-        field = error.get("field")
-        return cls(
-            topic=src["topic"],
-            partition=src.get("partition"),
-            offset=src.get("offset"),
-            category=error["category"],
-            error_type=error["type"],
-            message=error["message"],
-            field=field if isinstance(field, str) else None,
-            attempts=attempts if isinstance(attempts, int) else 1,
-            replay_count=count if isinstance(count, int) and count > 0 else 0,
-            raw=env,
-        )
+        return count if isinstance(count, int) and count > 0 else 0
 
     @property
     def failed_at(self) -> datetime | None:
@@ -401,12 +426,13 @@ def original(
         value: bytes | None = resolve(str(ref["uri"]), str(ref["sha256"]))
     else:
         value = unb64(envelope.get("payload_b64"))
-    return SourceRecord(
-        topic=src["topic"],
-        partition=src["partition"],
-        offset=src["offset"],
-        timestamp=src.get("timestamp"),
-        key=unb64(src.get("key_b64")),
-        value=value,
-        headers=tuple((name, unb64(value)) for name, value in src.get("headers", [])),
+    headers = src.get("headers")
+    return SourceRecord(  # positional: one per replayed record
+        src["topic"],
+        src["partition"],
+        src["offset"],
+        src.get("timestamp"),
+        unb64(src.get("key_b64")),
+        value,
+        tuple((name, unb64(v)) for name, v in headers) if headers else (),
     )
