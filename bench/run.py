@@ -569,12 +569,22 @@ def dlq_overhead(tmp: Path, n: int, rounds: int) -> dict[str, Any]:
 
 
 def git_commit() -> str:
-    """The commit the figures were produced on (``+uncommitted`` when the tree differs)."""
+    """The commit the figures were produced on (``+uncommitted`` when the code differs from
+    it; the results files and BENCH.md, which a benchmark run itself rewrites, do not count)."""
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        [
+            "git",
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)bench/results",
+            ":(exclude)BENCH.md",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
