@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local standalone Flink cluster from the distribution inside the PyFlink wheel:
 #   up | down | status | submit [SAVEPOINT] | savepoint | cancel | jobs
-#   taskmanager-kill | taskmanager-start   (fault injection)
+#   taskmanager-kill | taskmanager-kill-one | taskmanager-start   (fault injection)
+# TASKMANAGERS=N (default 1): how many TaskManagers `up` starts.
 # Config: conf/flink (copied to var/flink/conf with @ROOT@ filled in). Classpath: the wheel's
 # lib/ plus flink-python (from opt/) and the Kafka connector and the project's jar, linked
 # into var/flink/lib. Logs, pids, checkpoints and savepoints live under var/flink.
@@ -39,6 +40,21 @@ pid_of() {  # pid of a running jobmanager or taskmanager (standalonesession / ta
 
 rest_up() { curl -fsS "$REST/overview" >/dev/null 2>&1; }
 
+registered_tms() {  # TaskManagers registered with the JobManager
+  curl -fsS "$REST/overview" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["taskmanagers"])'
+}
+
+running_tms() {  # TaskManager processes of the pid file that are alive
+  local f n=0 pid
+  f=$(pid_file taskexecutor)
+  if [[ -f $f ]]; then
+    while read -r pid; do
+      if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then n=$((n + 1)); fi
+    done < "$f"
+  fi
+  echo "$n"
+}
+
 up() {
   [[ -d build/lib/flink ]] || { echo "flink: jars missing, run 'make setup'" >&2; exit 2; }
   prepare
@@ -47,14 +63,17 @@ up() {
   else
     "$FLINK_DIST/bin/jobmanager.sh" start >/dev/null
   fi
-  if pid=$(pid_of taskexecutor); then
-    echo "flink: TaskManager already running (pid $pid)"
-  else
-    "$FLINK_DIST/bin/taskmanager.sh" start >/dev/null
+  local want=${TASKMANAGERS:-1} have
+  have=$(running_tms)
+  if ((have >= want)); then
+    echo "flink: $have TaskManager(s) already running"
   fi
+  for _ in $(seq $((have + 1)) "$want"); do
+    "$FLINK_DIST/bin/taskmanager.sh" start >/dev/null
+  done
   for _ in $(seq 1 120); do
-    if rest_up && [[ $(curl -fsS "$REST/overview" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["taskmanagers"])') -ge 1 ]]; then
-      echo "flink: cluster up, web UI on $REST (JobManager pid $(pid_of standalonesession), TaskManager pid $(pid_of taskexecutor))"
+    if rest_up && [[ $(registered_tms) -ge $want ]]; then
+      echo "flink: cluster up, web UI on $REST (JobManager pid $(pid_of standalonesession), $want TaskManager(s))"
       return
     fi
     sleep 0.5
@@ -141,6 +160,25 @@ kill_tm() {
   ((killed)) || { echo "flink: no running TaskManager to kill" >&2; exit 1; }
 }
 
+# One TaskManager of several dies (the last one started), as when one machine of a cluster
+# is lost: the job fails over onto the slots that are left.
+kill_one_tm() {
+  local f pid family
+  f=$(pid_file taskexecutor)
+  pid=$(grep -v '^$' "$f" 2>/dev/null | tail -n 1) || true
+  if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
+    echo "flink: no running TaskManager to kill" >&2
+    exit 1
+  fi
+  family=$(descendants "$pid")
+  kill -KILL "$pid"
+  # shellcheck disable=SC2086
+  [[ -n $family ]] && kill -KILL $family 2>/dev/null
+  grep -v -x "$pid" "$f" > "$f.tmp" || true
+  mv "$f.tmp" "$f"
+  echo "flink: TaskManager pid $pid killed (SIGKILL), $(running_tms) still running"
+}
+
 case ${1:-} in
   up) up ;;
   down) down ;;
@@ -151,6 +189,10 @@ case ${1:-} in
   cancel) flink cancel "$(job_id)" ;;
   jobs) flink list -a ;;
   taskmanager-kill) kill_tm ;;
+  taskmanager-kill-one) kill_one_tm ;;
   taskmanager-start) "$FLINK_DIST/bin/taskmanager.sh" start >/dev/null; echo "flink: TaskManager started (pid $(pid_of taskexecutor))" ;;
-  *) echo "usage: $0 up|down|status|submit [SAVEPOINT]|savepoint|cancel|jobs" >&2; exit 2 ;;
+  *)
+    echo "usage: $0 up|down|status|submit [SAVEPOINT]|savepoint|cancel|jobs|taskmanager-kill|" \
+      "taskmanager-kill-one|taskmanager-start" >&2
+    exit 2 ;;
 esac

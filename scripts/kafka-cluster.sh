@@ -2,6 +2,9 @@
 # A local three-node KRaft cluster (make kafka-up BROKERS=3), each node broker and controller:
 #   up | down | status                clients on 127.0.0.1:19192,19193,19194
 #   kill N | start N                  SIGKILL node N (1-3) / start it again (fault tests)
+#   restart N                         stop node N (SIGTERM), start it, wait until it answers
+#   controller                        prints the node id of the active controller
+#   transactions                      the open transactions and their coordinators
 #   bootstrap                         prints the bootstrap servers
 # Data, logs and pids under var/kafka-cluster/nodeN (ignored by git; KAFKA_CLUSTER_VAR_DIR
 # moves them, as the tests do to start from empty nodes). The broker jars are the
@@ -85,6 +88,12 @@ wait_ready() {  # nodes $@ each answer a metadata request that lists all three b
   done
 }
 
+tool() {  # one of the broker's admin tools, against the nodes that run
+  java -Xmx256m -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+    -Dlog4j.configuration="file:$ROOT/conf/kafka/tools-log4j.properties" -cp "$LIB_DIR/*" \
+    "org.apache.kafka.tools.$1" --bootstrap-server "$BOOTSTRAP" "${@:2}"
+}
+
 case ${1:-} in
   up)
     [[ -d $LIB_DIR ]] || { echo "kafka-cluster: $LIB_DIR missing, run 'make setup'" >&2; exit 2; }
@@ -108,6 +117,18 @@ case ${1:-} in
     rm -f "$(pid_file "$2")"
     echo "kafka-cluster: node $2 killed (SIGKILL)" ;;
   start) start "$2" || exit 1; wait_ready "$2"; echo "kafka-cluster: node $2 started and answering" ;;
+  restart)
+    running "$2" || { echo "kafka-cluster: node $2 is not running" >&2; exit 1; }
+    stop "$2"
+    start "$2" || exit 1
+    wait_ready "$2"
+    echo "kafka-cluster: node $2 restarted and answering" ;;
+  controller)
+    # "LeaderId: N" of the metadata quorum (the KRaft controller that is active now).
+    tool MetadataQuorumCommand describe --status | awk -F': *' '$1 == "LeaderId" {print $2}' ;;
+  transactions) tool TransactionsCommand list ;;
   bootstrap) echo "$BOOTSTRAP" ;;
-  *) echo "usage: $0 up|down|status|kill N|start N|bootstrap" >&2; exit 2 ;;
+  *)
+    echo "usage: $0 up|down|status|kill N|start N|restart N|controller|transactions|bootstrap" >&2
+    exit 2 ;;
 esac
