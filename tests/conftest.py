@@ -4,6 +4,8 @@ With KAFKA_BOOTSTRAP_SERVERS set, that cluster is used and nothing is started. O
 broker already running from `make kafka-up` is reused (and left running); else this session
 starts one with scripts/kafka.sh and stops it, by its pid, at the end. The secure broker
 (SASL_SSL with ACLs, `make kafka-up-secure`) is started the same way, for the tests that ask.
+The three-node cluster (`make kafka-up BROKERS=3`) is started from empty nodes per test module
+that asks for it, and stopped by pid after it.
 """
 
 from __future__ import annotations
@@ -81,3 +83,25 @@ def secure_broker() -> Iterator[SecureBroker]:
     finally:
         if started:
             subprocess.run([script, "down-secure"], check=False)
+
+
+KAFKA_CLUSTER = str(ROOT / "scripts" / "kafka-cluster.sh")
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The three-node cluster's bootstrap servers: empty nodes started here (their data in a
+    temporary folder), stopped by pid at the end."""
+    os.environ["KAFKA_CLUSTER_VAR_DIR"] = str(tmp_path_factory.mktemp("kafka-cluster"))
+    try:
+        up = subprocess.run([KAFKA_CLUSTER, "up"], capture_output=True, text=True)
+        # The script's own account (a taken port, a node's last log lines) on one line, so
+        # that the short test summary carries it.
+        said = " | ".join((up.stdout + up.stderr).strip().splitlines()[-12:])
+        assert up.returncode == 0, f"kafka-cluster.sh up failed: {said}"
+        yield subprocess.run(
+            [KAFKA_CLUSTER, "bootstrap"], capture_output=True, text=True
+        ).stdout.strip()
+    finally:
+        subprocess.run([KAFKA_CLUSTER, "down"], check=False)
+        del os.environ["KAFKA_CLUSTER_VAR_DIR"]

@@ -14,47 +14,30 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer, TopicCollection
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from tests.conftest import KAFKA_CLUSTER as CLUSTER
 from tests.kafka_helpers import ROOT, dlq_cli, fill_dlq, make_job_config, read_all, wait_for
 from udfs.config import load_config
 
 pytestmark = pytest.mark.integration
-CLUSTER = str(ROOT / "scripts" / "kafka-cluster.sh")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The three-node cluster's bootstrap servers: empty nodes started here (their data in a
-    temporary folder), stopped by pid at the end."""
-    os.environ["KAFKA_CLUSTER_VAR_DIR"] = str(tmp_path_factory.mktemp("kafka-cluster"))
-    try:
-        up = subprocess.run([CLUSTER, "up"], capture_output=True, text=True)
-        # The script's own account (a taken port, a node's last log lines) on one line, so
-        # that the short test summary carries it.
-        said = " | ".join((up.stdout + up.stderr).strip().splitlines()[-12:])
-        assert up.returncode == 0, f"kafka-cluster.sh up failed: {said}"
-        yield subprocess.run([CLUSTER, "bootstrap"], capture_output=True, text=True).stdout.strip()
-    finally:
-        subprocess.run([CLUSTER, "down"], check=False)
-        del os.environ["KAFKA_CLUSTER_VAR_DIR"]
 
 
 def test_dlq_topics_replicates_every_project_topic_three_times(
-    cluster: str, tmp_path: Path
+    kafka_cluster: str, tmp_path: Path
 ) -> None:
-    path, _ = make_job_config(tmp_path, cluster)
+    path, _ = make_job_config(tmp_path, kafka_cluster)
     config = load_config(path)
     created = dlq_cli(path, "topics")
     assert created.returncode == 0, created.stderr
-    admin = AdminClient({"bootstrap.servers": cluster})
+    admin = AdminClient({"bootstrap.servers": kafka_cluster})
     # The transaction state log exists once a transactional producer has started.
-    Producer({"bootstrap.servers": cluster, "transactional.id": path.stem}).init_transactions(60)
+    producer = Producer({"bootstrap.servers": kafka_cluster, "transactional.id": path.stem})
+    producer.init_transactions(60)
     topics = [t for f in config.feeds.values() for t in (f.input, f.clean, f.dlq)]
     topics += [config.parking_topic, config.ledger_topic, "__transaction_state"]
     wait_for(
@@ -73,13 +56,13 @@ def test_dlq_topics_replicates_every_project_topic_three_times(
 
 
 def test_replay_with_a_broker_killed_half_way_and_run_again_writes_each_record_once(
-    cluster: str, tmp_path: Path
+    kafka_cluster: str, tmp_path: Path
 ) -> None:
-    path, _ = make_job_config(tmp_path, cluster)
+    path, _ = make_job_config(tmp_path, kafka_cluster)
     config = load_config(path)
     assert dlq_cli(path, "topics").returncode == 0
     n = 600
-    fill_dlq(cluster, config, n)
+    fill_dlq(kafka_cluster, config, n)
     seed = int(os.environ.get("FAULT_SEED", time.time_ns() % 2**32))
     node = random.Random(seed).choice([1, 2, 3])
     print(f"fault seed {seed}: node {node} is killed (FAULT_SEED={seed} repeats it)")
@@ -96,7 +79,7 @@ def test_replay_with_a_broker_killed_half_way_and_run_again_writes_each_record_o
     try:
         wait_for(
             "a committed replay transaction",
-            lambda: len(read_all(cluster, [rss], timeout_s=20)) > 0,
+            lambda: len(read_all(kafka_cluster, [rss], timeout_s=20)) > 0,
             60,
             first,
         )
@@ -114,7 +97,7 @@ def test_replay_with_a_broker_killed_half_way_and_run_again_writes_each_record_o
     second = dlq_cli(path, "replay", "--topic", dlq, "--json")
     assert second.returncode == 0, second.stderr
     doc = json.loads(second.stdout)
-    written = Counter(m.key for m in read_all(cluster, [rss]))
+    written = Counter(m.key for m in read_all(kafka_cluster, [rss]))
     assert len(written) == n and set(written.values()) == {1}, "lost or duplicated"
     assert doc["already_replayed"] + doc["replayed"] == n
     print(f"first replay exited {first.returncode}; the second replayed {doc['replayed']}")
