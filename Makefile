@@ -12,7 +12,7 @@ MVN     := mvn -q -B -f java/pom.xml -Dflink.version=$(FLINK_VERSION) \
            -Dkafka.version=$(KAFKA_VERSION) -Dscala.binary.version=$(SCALA_BINARY_VERSION)
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-java test-unit lint format kafka-up kafka-down kafka-up-secure kafka-down-secure \
+.PHONY: help setup run test test-faults test-java test-unit lint format kafka-up kafka-down kafka-up-secure kafka-down-secure \
         topics drain savepoint cancel bench bench-ingest \
         cluster-up cluster-down submit clean
 
@@ -59,6 +59,9 @@ test: setup $(PROMTOOL) ## Everything CI runs: lint, Java and Python unit tests,
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-java
 	$(PY) -m pytest -v $(PYTEST_ARGS)
+
+test-faults: setup ## Only the fault suites (tests/e2e): a Flink cluster, one broker, then three; kills
+	$(PY) -m pytest -v tests/e2e $(PYTEST_ARGS)
 
 test-java: setup ## The Java unit tests (JUnit, by Maven): the frame format against tests/vectors
 	$(MVN) test
