@@ -15,14 +15,17 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from kafkaio.scan import Message, consumer
-from tests.kafka_helpers import source_position
+from tests.kafka_helpers import make_job_config, read_all, source_position
 from udfs.envelope import unb64
 from udfs.sample import generate
 
@@ -189,6 +192,59 @@ def wait_open_transaction(bootstrap: str, topics: list[str], timeout_s: float = 
     raise AssertionError(f"no open transaction with records in {topics} within {timeout_s} s")
 
 
+def fault_job_config(tmp_path: Path, bootstrap: str) -> Path:
+    """The job's config for a fault suite: a flaky enrichment hook (transient failures that
+    heal and one that does not), checkpoints every 3 s, restarts without end."""
+    path, _ = make_job_config(
+        tmp_path,
+        bootstrap,
+        **{
+            "enrich.rss": "tests.integration.hooks:flaky",
+            "retry.backoff_ms": 5,
+            "checkpoint.interval_ms": 3000,
+            "flink.conf": {
+                "restart-strategy.type": "fixed-delay",
+                "restart-strategy.fixed-delay.attempts": "1000",
+                "restart-strategy.fixed-delay.delay": "2 s",
+            },
+        },
+    )
+    return path
+
+
+def reporter(capsys: pytest.CaptureFixture[str], label: str) -> Callable[[str], None]:
+    """Prints a suite's progress as it happens, past pytest's capture."""
+
+    def report(line: str) -> None:
+        with capsys.disabled():
+            print(f"[{label} {time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+    return report
+
+
+def outputs_after_faults(
+    producer: SteadyProducer, cluster: str, job: str, bootstrap: str, outputs: list[str]
+) -> tuple[list[Message], list[Message]]:
+    """Once the faults are done: the rest of the input sent, the job caught up and two more
+    checkpoints completed (anything duplicated would be committed by then); the outputs
+    read_committed and read_uncommitted."""
+    producer.faults_done.set()
+    producer.join(900)
+    assert not producer.is_alive() and not producer.errors, producer.errors[:3]
+    assert len(producer.sent) == RECORDS
+    wait_until(
+        "every input in the outputs",
+        lambda: len(read_all(bootstrap, outputs, timeout_s=120)) >= RECORDS,
+        600,
+    )
+    done = rest(cluster, f"/jobs/{job}/checkpoints")["counts"]["completed"]
+    wait_running(cluster, job, checkpoints_after=done + 1)
+    return (
+        read_all(bootstrap, outputs, timeout_s=120),
+        read_all(bootstrap, outputs, "read_uncommitted", timeout_s=120),
+    )
+
+
 @dataclass
 class Count:
     """Every input against the four sinks, read_committed and read_uncommitted."""
@@ -199,6 +255,16 @@ class Count:
     duplicated: int
     categories: Counter[str]
     raw_duplicated: int
+
+    def assert_exactly_once(self) -> None:
+        """Nothing lost, nothing duplicated, every failure category present; and duplicates
+        read_uncommitted: the faults hit open transactions, whose records were written again
+        after recovery (without them the run would prove nothing)."""
+        assert not self.lost, f"{len(self.lost)} records lost, e.g. {sorted(self.lost)[:3]}"
+        assert self.duplicated == 0
+        assert self.committed == RECORDS
+        assert set(self.categories) == {"deserialization", "validation", "processing", "transient"}
+        assert self.raw_duplicated > 0
 
     def __str__(self) -> str:
         return (

@@ -37,18 +37,19 @@ from kafkaio.admin import ensure_project_topics
 from tests.conftest import KAFKA_CLUSTER
 from tests.e2e.conftest import CLUSTER as FLINK
 from tests.e2e.faults import (
-    RECORDS,
     SteadyProducer,
     corpus,
     count,
     failover_count,
+    fault_job_config,
+    outputs_after_faults,
+    reporter,
     rest,
     sh,
     wait_open_transaction,
     wait_running,
     wait_until,
 )
-from tests.kafka_helpers import make_job_config, read_all
 from udfs.config import load_config
 
 pytestmark = pytest.mark.e2e
@@ -123,24 +124,8 @@ def test_exactly_once_on_a_replicated_cluster_under_broker_controller_and_taskma
 ) -> None:
     cluster = two_taskmanagers
 
-    def report(line: str) -> None:
-        with capsys.disabled():
-            print(f"[cluster faults {time.strftime('%H:%M:%S')}] {line}", flush=True)
-
-    path, _ = make_job_config(
-        tmp_path,
-        kafka_cluster,
-        **{
-            "enrich.rss": "tests.integration.hooks:flaky",
-            "retry.backoff_ms": 5,
-            "checkpoint.interval_ms": 3000,
-            "flink.conf": {
-                "restart-strategy.type": "fixed-delay",
-                "restart-strategy.fixed-delay.attempts": "1000",
-                "restart-strategy.fixed-delay.delay": "2 s",
-            },
-        },
-    )
+    report = reporter(capsys, "cluster faults")
+    path = fault_job_config(tmp_path, kafka_cluster)
     config = load_config(path)
     admin = AdminClient({"bootstrap.servers": kafka_cluster})
     ensure_project_topics(config, admin)
@@ -259,30 +244,14 @@ def test_exactly_once_on_a_replicated_cluster_under_broker_controller_and_taskma
             wait_running(
                 cluster, job, checkpoints_after=None if step.startswith("rescale") else done
             )
-        producer.faults_done.set()
-        producer.join(900)
-        assert not producer.is_alive() and not producer.errors, producer.errors[:3]
-        assert len(producer.sent) == RECORDS
-        report(f"producer done: {len(producer.sent):,} records; waiting for the job")
-
-        wait_until(
-            "every input in the outputs",
-            lambda: len(read_all(kafka_cluster, outputs, timeout_s=120)) >= RECORDS,
-            600,
+        report("faults done; the rest of the input, then the job catching up")
+        committed, uncommitted = outputs_after_faults(
+            producer, cluster, job, kafka_cluster, outputs
         )
-        # Two more checkpoints complete: anything duplicated would be committed by then.
-        done = rest(cluster, f"/jobs/{job}/checkpoints")["counts"]["completed"]
-        wait_running(cluster, job, checkpoints_after=done + 1)
-        committed = read_all(kafka_cluster, outputs, timeout_s=120)
-        uncommitted = read_all(kafka_cluster, outputs, "read_uncommitted", timeout_s=120)
     finally:
         subprocess.run([FLINK, "cancel"], capture_output=True)
 
     result = count(producer.sent, committed, uncommitted)
     report(f"faults: {dict(events)}; {result}")
     assert events == dict.fromkeys(STEPS, 1)  # each one proven as it happened
-    assert not result.lost, f"{len(result.lost)} records lost, e.g. {sorted(result.lost)[:3]}"
-    assert result.duplicated == 0
-    assert result.committed == RECORDS
-    assert set(result.categories) == {"deserialization", "validation", "processing", "transient"}
-    assert result.raw_duplicated > 0
+    result.assert_exactly_once()

@@ -24,18 +24,20 @@ from confluent_kafka.admin import AdminClient
 from kafkaio.admin import ensure_project_topics
 from tests.e2e.conftest import CLUSTER
 from tests.e2e.faults import (
-    RECORDS,
     SteadyProducer,
     corpus,
     count,
     failover_count,
+    fault_job_config,
+    outputs_after_faults,
+    reporter,
     rest,
     sh,
     wait_open_transaction,
     wait_running,
     wait_until,
 )
-from tests.kafka_helpers import ROOT, make_job_config, read_all
+from tests.kafka_helpers import ROOT
 from udfs.config import load_config
 
 pytestmark = pytest.mark.e2e
@@ -45,24 +47,8 @@ KAFKA = str(ROOT / "scripts" / "kafka.sh")
 def test_exactly_once_under_kills_broker_restart_and_savepoint(
     bootstrap: str, cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def report(line: str) -> None:
-        with capsys.disabled():
-            print(f"[faults {time.strftime('%H:%M:%S')}] {line}", flush=True)
-
-    path, _ = make_job_config(
-        tmp_path,
-        bootstrap,
-        **{
-            "enrich.rss": "tests.integration.hooks:flaky",
-            "retry.backoff_ms": 5,
-            "checkpoint.interval_ms": 3000,
-            "flink.conf": {
-                "restart-strategy.type": "fixed-delay",
-                "restart-strategy.fixed-delay.attempts": "1000",
-                "restart-strategy.fixed-delay.delay": "2 s",
-            },
-        },
-    )
+    report = reporter(capsys, "faults")
+    path = fault_job_config(tmp_path, bootstrap)
     config = load_config(path)
     ensure_project_topics(config, AdminClient({"bootstrap.servers": bootstrap}))
     env = {**os.environ, "JOB_ARGS": f"--config {path} --starting-offsets earliest"}
@@ -115,33 +101,12 @@ def test_exactly_once_under_kills_broker_restart_and_savepoint(
                 report(f"resumed from the savepoint as job {job}")
             events[step] += 1
             wait_running(cluster, job, checkpoints_after=0 if step == "savepoint" else done)
-        producer.faults_done.set()
-        producer.join(900)
-        assert not producer.is_alive() and not producer.errors, producer.errors[:3]
-        assert len(producer.sent) == RECORDS
-        report(f"producer done: {len(producer.sent):,} records; waiting for the job")
-
-        deadline = time.monotonic() + 600
-        while True:
-            committed = read_all(bootstrap, outputs, timeout_s=120)
-            if len(committed) >= RECORDS or time.monotonic() > deadline:
-                break
-            time.sleep(5)
-        # Two more checkpoints complete: anything duplicated would be committed by then.
-        done = rest(cluster, f"/jobs/{job}/checkpoints")["counts"]["completed"]
-        wait_running(cluster, job, checkpoints_after=done + 1)
-        committed = read_all(bootstrap, outputs, timeout_s=120)
-        uncommitted = read_all(bootstrap, outputs, "read_uncommitted", timeout_s=120)
+        report("faults done; the rest of the input, then the job catching up")
+        committed, uncommitted = outputs_after_faults(producer, cluster, job, bootstrap, outputs)
     finally:
         subprocess.run([CLUSTER, "cancel"], capture_output=True)
 
     result = count(producer.sent, committed, uncommitted)
     report(f"faults: {dict(events)}; {result}")
     assert events == {"kill": 3, "broker": 1, "savepoint": 1}  # each one proven as it happened
-    assert not result.lost, f"{len(result.lost)} records lost, e.g. {sorted(result.lost)[:3]}"
-    assert result.duplicated == 0
-    assert result.committed == RECORDS
-    assert set(result.categories) == {"deserialization", "validation", "processing", "transient"}
-    # The faults hit open transactions: their records were written again after recovery and
-    # are visible to a read_uncommitted reader. Without this, the run would prove nothing.
-    assert result.raw_duplicated > 0
+    result.assert_exactly_once()
