@@ -77,6 +77,8 @@ def two_taskmanagers(cluster: str) -> Iterator[str]:
         yield cluster
     finally:
         subprocess.run([FLINK, "taskmanager-kill-one"], capture_output=True)
+        # Until the JobManager has noticed, the next suite's job could be given its slots.
+        wait_until("one TaskManager left", lambda: rest(cluster, "/overview")["taskmanagers"] <= 1)
 
 
 def leader(admin: AdminClient, topic: str, partition: int) -> int:
@@ -254,4 +256,7 @@ def test_exactly_once_on_a_replicated_cluster_under_broker_controller_and_taskma
     result = count(producer.sent, committed, uncommitted)
     report(f"faults: {dict(events)}; {result}")
     assert events == dict.fromkeys(STEPS, 1)  # each one proven as it happened
-    result.assert_exactly_once()
+    # Broker faults do not abort the sinks' transactions (the clients move to the new leader
+    # and coordinator), and the one TaskManager kill may abort none with records in them:
+    # each fault's open transaction is proven as it lands instead.
+    result.assert_exactly_once(rewritten=False)
