@@ -118,20 +118,30 @@ def levers_table(doc: dict[str, Any]) -> list[str]:
 
 
 def render() -> str:
+    """The tables of every results file produced on the commit of latest.json; a file from
+    another commit is named, not published (its figures are not this code's)."""
     parts: list[str] = []
-    latest, ingest = RESULTS / "latest.json", RESULTS / "ingest.json"
-    if latest.exists():
-        parts += [
-            "### The job and what a user would write instead",
-            "",
-            *job_tables(json.loads(latest.read_text())),
-            "",
-        ]
-    if ingest.exists():
-        parts += ["### The ingest side", "", *ingest_tables(json.loads(ingest.read_text())), ""]
-    levers = RESULTS / "levers.json"
-    if levers.exists() and "commit" in json.loads(levers.read_text()):
-        parts += ["### Levers", "", *levers_table(json.loads(levers.read_text())), ""]
+    docs = {
+        name: json.loads((RESULTS / f"{name}.json").read_text())
+        for name in ("latest", "ingest", "levers")
+        if (RESULTS / f"{name}.json").exists()
+    }
+    commit = docs.get("latest", {}).get("commit")
+    stale = [n for n, d in docs.items() if d.get("commit") != commit]
+    sections = [
+        ("latest", "The job and what a user would write instead", job_tables),
+        ("ingest", "The ingest side", ingest_tables),
+        ("levers", "Levers", levers_table),
+    ]
+    for name, title, table in sections:
+        if name in docs and name not in stale:
+            parts += [f"### {title}", "", *table(docs[name]), ""]
+    for name in stale:
+        parts.append(
+            f"`bench/results/{name}.json` was produced on another commit "
+            f"(`{str(docs[name].get('commit', '?'))[:12]}`) and is not published here: "
+            f"`python -m bench.{'run' if name == 'latest' else name}` produces it again.\n"
+        )
     return "\n".join(parts)
 
 
