@@ -81,6 +81,12 @@ class SteadyProducer(threading.Thread):
         self.sent: dict[tuple[str, int, int], bytes | None] = {}
         self.errors: list[str] = []
         self.faults_done = threading.Event()
+        self.stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Ends the thread early (a failed test must not leave it producing into the next)."""
+        self.stopped.set()
+        self.join(60)
 
     def run(self) -> None:
         def delivered(err: Any, msg: Any) -> None:
@@ -91,11 +97,13 @@ class SteadyProducer(threading.Thread):
 
         due = time.monotonic()
         for n, (feed, key, value, headers) in enumerate(self.records):
+            if self.stopped.is_set():
+                return
             left = len(self.records) - n
             due += 1 / (RATE if left > RESERVE or self.faults_done.is_set() else TRICKLE)
             ahead = due - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
+            if ahead > 0 and self.stopped.wait(ahead):
+                return
             while True:
                 try:
                     self.producer.produce(
@@ -147,15 +155,16 @@ def failover_count(base: str, job: str) -> int:
     return len(rest(base, f"/jobs/{job}/exceptions")["exceptionHistory"]["entries"])
 
 
-def wait_until(what: str, check: Any, timeout_s: float = 180) -> None:
-    """Polls ``check`` until it is true; a check that cannot ask yet (a REST call or a broker
-    that does not answer while a fault lasts) counts as not yet, its last error reported."""
+def wait_until(what: str, check: Any, timeout_s: float = 180) -> Any:
+    """Polls ``check`` until it returns something true, and returns that; a check that cannot
+    ask yet (a REST call or a broker that does not answer while a fault lasts) counts as not
+    yet, its last error reported."""
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
         try:
-            if check():
-                return
+            if found := check():
+                return found
         except (OSError, KafkaException) as e:
             last = f" (last error: {e})"
         time.sleep(0.5)

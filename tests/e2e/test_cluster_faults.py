@@ -189,8 +189,10 @@ def test_exactly_once_on_a_replicated_cluster_under_broker_controller_and_taskma
                 )
             elif step == "coordinator":
                 wait_open_transaction(kafka_cluster, outputs)
-                wait_until("an open sink transaction", lambda: open_sink_transactions(prefix))
-                tid, node = rng.choice(open_sink_transactions(prefix))
+                opened = wait_until(
+                    "an open sink transaction", lambda: open_sink_transactions(prefix)
+                )
+                tid, node = rng.choice(opened)
                 report(f"transaction {tid} of a sink is open, coordinated by node {node}")
                 # Proof: the node leads no partition of the transaction state log any more, so
                 # it coordinates no transaction; the log's leaders took over its transactions.
@@ -251,6 +253,7 @@ def test_exactly_once_on_a_replicated_cluster_under_broker_controller_and_taskma
             producer, cluster, job, kafka_cluster, outputs
         )
     finally:
+        producer.stop()
         subprocess.run([FLINK, "cancel"], capture_output=True)
 
     result = count(producer.sent, committed, uncommitted)

@@ -104,6 +104,7 @@ def test_exactly_once_under_kills_broker_restart_and_savepoint(
         report("faults done; the rest of the input, then the job catching up")
         committed, uncommitted = outputs_after_faults(producer, cluster, job, bootstrap, outputs)
     finally:
+        producer.stop()
         subprocess.run([CLUSTER, "cancel"], capture_output=True)
 
     result = count(producer.sent, committed, uncommitted)
