@@ -120,9 +120,14 @@ class SteadyProducer(threading.Thread):
         self.producer.flush(600)
 
 
+class CommandFailed(OSError):
+    """A project script exited non-zero (an OSError, so a ``wait_until`` check retries it)."""
+
+
 def sh(*cmd: str, env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, f"{cmd} failed: {proc.stdout}\n{proc.stderr}"
+    if proc.returncode != 0:
+        raise CommandFailed(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stdout}{proc.stderr}")
     return proc.stdout
 
 

@@ -17,6 +17,10 @@ node, the job failed over, the resumed job runs at the new parallelism); a kille
 started again and the cluster is back in sync before the next fault. Then, read_committed:
 every input in clean ∪ DLQ exactly once, each envelope's bytes equal to its input's; and
 read_uncommitted: duplicates, which proves the faults hit open transactions.
+
+A second test raises one clean topic's ``min.insync.replicas`` to 3 with a node down: the
+brokers refuse its writes, the topic holds nothing, the job fails over and its log says why;
+with the node back every input is there exactly once.
 """
 
 from __future__ import annotations
@@ -31,9 +35,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 
 from kafkaio.admin import ensure_project_topics
+from kafkaio.scan import consumer
 from tests.conftest import KAFKA_CLUSTER
 from tests.e2e.conftest import CLUSTER as FLINK
 from tests.e2e.faults import (
@@ -50,7 +62,9 @@ from tests.e2e.faults import (
     wait_running,
     wait_until,
 )
+from tests.kafka_helpers import ROOT, make_job_config, produce, read_all
 from udfs.config import load_config
+from udfs.sample import generate
 
 pytestmark = pytest.mark.e2e
 STEPS = (
@@ -263,3 +277,103 @@ def test_exactly_once_on_a_replicated_cluster_under_broker_controller_and_taskma
     # and coordinator), and the one TaskManager kill may abort none with records in them:
     # each fault's open transaction is proven as it lands instead.
     result.assert_exactly_once(rewritten=False)
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    """Each partition's high watermark: what the brokers hold, committed or not."""
+    probe = consumer({"bootstrap.servers": bootstrap}, "read_uncommitted")
+    try:
+        return [
+            probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        ]
+    finally:
+        probe.close()
+
+
+def test_a_topic_below_its_min_insync_replicas_gets_no_write_and_the_job_says_so(
+    kafka_cluster: str, cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One clean topic asks for three in-sync replicas while a node is down: the brokers refuse
+    its writes (NOT_ENOUGH_REPLICAS), so the topic holds nothing written with fewer copies;
+    the job fails over and its log names the error and the topic; once the node is back,
+    every input is in clean ∪ DLQ exactly once."""
+    report = reporter(capsys, "min ISR")
+    path, _ = make_job_config(
+        tmp_path,
+        kafka_cluster,
+        **{
+            # The Java producer retries NOT_ENOUGH_REPLICAS until its delivery timeout (120 s
+            # by default), then the sink fails its checkpoint: a shorter one for the test.
+            "kafka.sink": {"delivery.timeout.ms": 20000, "request.timeout.ms": 10000},
+            "flink.conf": {
+                "restart-strategy.type": "fixed-delay",
+                "restart-strategy.fixed-delay.attempts": "1000",
+                "restart-strategy.fixed-delay.delay": "2 s",
+            },
+        },
+    )
+    config = load_config(path)
+    admin = AdminClient({"bootstrap.servers": kafka_cluster})
+    ensure_project_topics(config, admin)
+    strict = config.feeds["polymarket"].clean
+    outputs = [t for f in config.feeds.values() for t in (f.clean, f.dlq)]
+    setting = ConfigEntry("min.insync.replicas", "3", incremental_operation=AlterConfigOpType.SET)
+    for future in admin.incremental_alter_configs(
+        [ConfigResource(ResourceType.TOPIC, strict, incremental_configs=[setting])]
+    ).values():
+        future.result(30)
+    node = 3
+    report(sh(KAFKA_CLUSTER, "kill", str(node)).strip())
+    job = ""
+    try:
+        wait_until(
+            f"{strict} with two in-sync replicas",
+            lambda: len(out_of_sync(admin, [strict])) == config.partitions,
+            120,
+        )
+        env = {**os.environ, "JOB_ARGS": f"--config {path} --starting-offsets earliest"}
+        job = sh(FLINK, "submit", env=env).splitlines()[-1]
+        wait_running(cluster, job)
+        sent = {
+            (m.topic, m.partition, m.offset): m.value
+            for feed in config.feeds
+            for m in produce(kafka_cluster, config.feeds[feed].input, generate(feed, 1000, 0.05))
+        }
+        report(f"job {job}; {len(sent)} records sent with node {node} down")
+
+        wait_until("the job's failover", lambda: failover_count(cluster, job) > 0, 180)
+        refused = wait_until(
+            f"the TaskManager's log naming NOT_ENOUGH_REPLICAS on {strict}",
+            lambda: [
+                line
+                for log in (ROOT / "var" / "flink" / "log").glob("*taskexecutor*.log")
+                for line in log.read_text(errors="replace").splitlines()
+                if "NOT_ENOUGH_REPLICAS" in line and strict in line
+            ],
+            60,
+        )
+        report(refused[-1].strip()[:300])
+        assert end_offsets(kafka_cluster, strict, config.partitions) == [0] * config.partitions
+
+        report(sh(KAFKA_CLUSTER, "start", str(node)).strip())
+        wait_until(f"{strict} back in sync", lambda: not out_of_sync(admin, [strict]), 300)
+        wait_until(
+            "every input in the outputs",
+            lambda: len(read_all(kafka_cluster, outputs, timeout_s=60)) >= len(sent),
+            300,
+        )
+        done = rest(cluster, f"/jobs/{job}/checkpoints")["counts"]["completed"]
+        wait_running(cluster, job, checkpoints_after=done + 1)
+        result = count(
+            sent,
+            read_all(kafka_cluster, outputs, timeout_s=60),
+            read_all(kafka_cluster, outputs, "read_uncommitted", timeout_s=60),
+        )
+        report(f"failovers {failover_count(cluster, job)}; {result}")
+        assert not result.lost and result.duplicated == 0 and result.committed == len(sent)
+        assert sum(end_offsets(kafka_cluster, strict, config.partitions)) > 0
+    finally:
+        if job:
+            subprocess.run([FLINK, "cancel"], capture_output=True)
+        subprocess.run([KAFKA_CLUSTER, "start", str(node)], capture_output=True)
