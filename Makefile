@@ -7,9 +7,15 @@ SHELL := /bin/bash
 PY      := .venv/bin/python
 VENV_OK := .venv/.installed
 JARS_OK := build/lib/.resolved
-MVN     := mvn -q -B -f java/pom.xml -Dflink.version=$(FLINK_VERSION) \
+MVN_ANY := mvn -q -B -f java/pom.xml -Dflink.version=$(FLINK_VERSION) \
            -Dflink.kafka.connector.version=$(FLINK_KAFKA_CONNECTOR_VERSION) \
-           -Dkafka.version=$(KAFKA_VERSION) -Dscala.binary.version=$(SCALA_BINARY_VERSION)
+           -Dscala.binary.version=$(SCALA_BINARY_VERSION)
+MVN     := $(MVN_ANY) -Dkafka.version=$(KAFKA_VERSION)
+# make test-faults KAFKA_BROKER_VERSION=4.4.0: the three-node cluster's fault suite on another
+# broker version (its jars resolved once into build/lib/kafka-<version>; the job's client and
+# the single local broker stay as they are).
+KAFKA_BROKER_VERSION ?= $(KAFKA_VERSION)
+BROKER_LIB := $(CURDIR)/build/lib/kafka-$(KAFKA_BROKER_VERSION)
 PYTEST_ARGS ?=
 
 .PHONY: help setup run test test-faults test-java test-unit lint format kafka-up kafka-down kafka-up-secure kafka-down-secure \
@@ -60,8 +66,16 @@ test: setup $(PROMTOOL) ## Everything CI runs: lint, Java and Python unit tests,
 	$(MAKE) --no-print-directory test-java
 	$(PY) -m pytest -v $(PYTEST_ARGS)
 
-test-faults: setup ## Only the fault suites (tests/e2e): a Flink cluster, one broker, then three; kills
-	$(PY) -m pytest -v tests/e2e $(PYTEST_ARGS)
+test-faults: setup ## Only the fault suites (tests/e2e); KAFKA_BROKER_VERSION=x: the cluster's on x
+	@if [ "$(KAFKA_BROKER_VERSION)" = "$(KAFKA_VERSION)" ]; then \
+	  $(PY) -m pytest -v tests/e2e $(PYTEST_ARGS); \
+	else \
+	  test -f $(BROKER_LIB)/.resolved || { $(MVN_ANY) -Dkafka.version=$(KAFKA_BROKER_VERSION) \
+	    dependency:copy-dependencies -DincludeScope=runtime -DexcludeGroupIds=org.apache.flink \
+	    -DoutputDirectory=$(BROKER_LIB) && touch $(BROKER_LIB)/.resolved; }; \
+	  KAFKA_CLUSTER_LIB_DIR=$(BROKER_LIB) $(PY) -m pytest -v tests/e2e/test_cluster_faults.py \
+	    $(PYTEST_ARGS); \
+	fi
 
 test-java: setup ## The Java unit tests (JUnit, by Maven): the frame format against tests/vectors
 	$(MVN) test

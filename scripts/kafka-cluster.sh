@@ -13,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-LIB_DIR=$ROOT/build/lib/kafka
+# KAFKA_CLUSTER_LIB_DIR: another broker version's jars (make test-faults KAFKA_BROKER_VERSION=...).
+LIB_DIR=${KAFKA_CLUSTER_LIB_DIR:-$ROOT/build/lib/kafka}
 VAR=${KAFKA_CLUSTER_VAR_DIR:-$ROOT/var/kafka-cluster}
 HEAP=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
 PY=$ROOT/.venv/bin/python
