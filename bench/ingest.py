@@ -4,7 +4,8 @@
   serialised once before timing) through ``IngestProducer.send`` and through a bare
   confluent-kafka producer with the same settings (idempotent, acks=all, linger 5 ms, murmur2,
   delivery reports for failures only), no failures; from the first produce to the last
-  acknowledgement, connection set-up included for both. Rounds interleave, each first in turn.
+  acknowledgement, connection set-up included for both. Rounds interleave, each first in turn,
+  after a warm-up round (all four measured, none kept) on the same broker.
 - ``spool_drain``: ``dlq spool drain`` over a spool of N records, as a user runs it (start-up
   included), exactly once (records/s = N / wall time).
 - ``replay``: ``dlq replay --to TOPIC`` over a DLQ of N envelopes, start-up included.
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +106,12 @@ def bare(cfg: JobConfig, records: list[tuple[bytes, bytes]]) -> float:
     return time.perf_counter() - start
 
 
-def wrapped(cfg: JobConfig, records: list[tuple[bytes, bytes]]) -> float:
+def wrapped(cfg: JobConfig, batch: list[OutRecord]) -> float:
     producer = IngestProducer(cfg)
-    batch = [OutRecord(k, v) for k, v in records]
     start = time.perf_counter()
     report = producer.send("rss", batch)
     took = time.perf_counter() - start
-    assert report.acknowledged == len(records), report
+    assert report.acknowledged == len(batch), report
     return took
 
 
@@ -203,36 +204,42 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=500_000, help="Records per producer round.")
     ap.add_argument("--drain-records", type=int, default=40_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tmp", type=Path, default=ROOT / "var" / "bench-ingest")
     ap.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
     args = ap.parse_args()
     args.tmp.mkdir(parents=True, exist_ok=True)
     records = items(args.records)
+    batch = [OutRecord(k, v) for k, v in records]  # the ingest API's input, built untimed
     mb = sum(len(k) + len(v) for k, v in records) / 2**20
-    runs: dict[str, list[float]] = {"bare_producer": [], "ingest_producer": []}
-    drain_rates: list[float] = []
-    replay_rates: list[float] = []
-    for r in range(args.rounds):
-        order = [("bare_producer", bare), ("ingest_producer", wrapped)]
+    producers: dict[str, Callable[[JobConfig], float]] = {
+        "bare_producer": lambda cfg: bare(cfg, records),
+        "ingest_producer": lambda cfg: wrapped(cfg, batch),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in (*producers, "spool_drain", "replay")}
+    for r in range(-1, args.rounds):  # round 0 warms the broker and the process, untimed
+        order = list(producers.items())
+        rates: dict[str, float] = {}
         for name, fn in order[:: -1 if r % 2 else 1]:  # interleaved, each first in turn
             _, cfg = config(args.tmp)
             try:
-                runs[name].append(len(records) / fn(cfg, records))
+                rates[name] = len(records) / fn(cfg)
             finally:
                 drop(cfg)
         path, cfg = config(args.tmp)
         try:
-            drain_rates.append(drain_run(path, cfg, args.drain_records))
-            replay_rates.append(replay_run(path, cfg, args.drain_records))
+            rates["spool_drain"] = drain_run(path, cfg, args.drain_records)
+            rates["replay"] = replay_run(path, cfg, args.drain_records)
         finally:
             drop(cfg)
         print(
-            f"round {r + 1}: bare {runs['bare_producer'][-1]:,.0f}/s, ingest "
-            f"{runs['ingest_producer'][-1]:,.0f}/s, drain {drain_rates[-1]:,.0f}/s, "
-            f"replay {replay_rates[-1]:,.0f}/s",
+            f"round {r + 1}{' (warm-up)' if r < 0 else ''}: "
+            + ", ".join(f"{name} {rate:,.0f}/s" for name, rate in rates.items()),
             file=sys.stderr,
         )
+        if r >= 0:
+            for name, rate in rates.items():
+                runs[name].append(rate)
     ratios = [i / b for i, b in zip(runs["ingest_producer"], runs["bare_producer"], strict=True)]
     result = {
         "commit": git_commit(),
@@ -243,8 +250,8 @@ def main() -> None:
         "systems": {
             "bare_producer": spread(runs["bare_producer"]),
             "ingest_producer": spread(runs["ingest_producer"]),
-            "spool_drain": spread(drain_rates),
-            "replay": spread(replay_rates),
+            "spool_drain": spread(runs["spool_drain"]),
+            "replay": spread(runs["replay"]),
         },
         "ingest_vs_bare": {
             "median": round(statistics.median(ratios), 3),
