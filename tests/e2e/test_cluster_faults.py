@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -45,7 +44,7 @@ from confluent_kafka.admin import (
 )
 
 from kafkaio.admin import ensure_project_topics
-from kafkaio.scan import consumer
+from kafkaio.scan import consumer, watermarks
 from tests.conftest import KAFKA_CLUSTER
 from tests.e2e.conftest import CLUSTER as FLINK
 from tests.e2e.faults import (
@@ -279,14 +278,11 @@ def test_exactly_once_on_a_replicated_cluster_under_broker_controller_and_taskma
     result.assert_exactly_once(rewritten=False)
 
 
-def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
+def high_watermarks(bootstrap: str, topic: str) -> list[int]:
     """Each partition's high watermark: what the brokers hold, committed or not."""
     probe = consumer({"bootstrap.servers": bootstrap}, "read_uncommitted")
     try:
-        return [
-            probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        ]
+        return [high for _, high in watermarks(probe, [topic]).values()]
     finally:
         probe.close()
 
@@ -354,7 +350,7 @@ def test_a_topic_below_its_min_insync_replicas_gets_no_write_and_the_job_says_so
             60,
         )
         report(refused[-1].strip()[:300])
-        assert end_offsets(kafka_cluster, strict, config.partitions) == [0] * config.partitions
+        assert high_watermarks(kafka_cluster, strict) == [0] * config.partitions
 
         report(sh(KAFKA_CLUSTER, "start", str(node)).strip())
         wait_until(f"{strict} back in sync", lambda: not out_of_sync(admin, [strict]), 300)
@@ -372,7 +368,7 @@ def test_a_topic_below_its_min_insync_replicas_gets_no_write_and_the_job_says_so
         )
         report(f"failovers {failover_count(cluster, job)}; {result}")
         assert not result.lost and result.duplicated == 0 and result.committed == len(sent)
-        assert sum(end_offsets(kafka_cluster, strict, config.partitions)) > 0
+        assert sum(high_watermarks(kafka_cluster, strict)) > 0
     finally:
         if job:
             subprocess.run([FLINK, "cancel"], capture_output=True)
