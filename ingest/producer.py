@@ -202,7 +202,8 @@ class IngestProducer:
                 producer.produce(topic, **kwargs)
                 return
             except BufferError:  # the local queue is full: let it drain
-                producer.poll(0.05)
+                # Successes make no callback, so poll waits its whole timeout: keep it short.
+                producer.poll(0.005)
 
     def _settle(self, producer: Producer, timeout_ms: int) -> list[tuple[KafkaError, Any]]:
         """Waits for every record produced so far; past the deadline, purges what is queued,
@@ -225,40 +226,50 @@ class IngestProducer:
         report = SendReport()
         failures: list[Failure] = []
         producer = self._client()
-        produce, topic, produced = producer.produce, topics.input, 0
-        for rec in records:  # the hot loop: as little Python per record as a bare producer
+        if not isinstance(records, list | tuple):
+            records = list(records)
+        produce, topic = producer.produce, topics.input
+        for rec in records:  # the hot loop: a bare producer's Python and one check
             value = rec.value
-            if value is not None and not isinstance(value, bytes):
+            if value.__class__ is bytes and not rec.headers and not rec.timestamp:
                 try:
-                    value = serialise(value)
-                except (TypeError, ValueError) as e:
-                    failures.append(_unserialisable(rec, e))
+                    produce(topic, value, rec.key)  # positional: keywords cost the call a dict
                     continue
-            while True:
-                try:
-                    if rec.headers or rec.timestamp:
-                        produce(
-                            topic,
-                            value,
-                            rec.key,
-                            timestamp=rec.timestamp or 0,
-                            headers=list(rec.headers) or None,
-                        )
-                    else:  # positional only: keyword arguments cost the C call a dict
-                        produce(topic, value, rec.key)
-                    produced += 1
-                except BufferError:  # the local queue is full: let it drain
-                    producer.poll(0.005)
-                    continue
+                except BufferError:
+                    pass  # the queue is full: the slow path waits for room
                 except KafkaException as e:  # refused before it was queued (e.g. too large)
                     failures.append(_refused(rec, value, e.args[0]))
-                break
+                    continue
+            self._produce_one(producer, topic, rec, failures)
+        produced = len(records) - len(failures)
         reports = self._settle(producer, self.config.ingest.delivery_timeout_ms)
         report.acknowledged = produced - len(reports)
         failures += [_failure(err, msg) for err, msg in reports]
         if failures:
             self._dead_letter(producer, topics, failures, report)
         return report
+
+    def _produce_one(
+        self, producer: Producer, topic: str, rec: OutRecord, failures: list[Failure]
+    ) -> None:
+        """What the hot loop leaves aside: a value to serialise, headers, a timestamp, a full
+        queue. A record refused before it was queued goes to ``failures``."""
+        value = rec.value
+        if value is not None and not isinstance(value, bytes):
+            try:
+                value = serialise(value)
+            except (TypeError, ValueError) as e:
+                failures.append(_unserialisable(rec, e))
+                return
+        kwargs: dict[str, Any] = {"value": value, "key": rec.key}
+        if rec.headers:
+            kwargs["headers"] = list(rec.headers)
+        if rec.timestamp:
+            kwargs["timestamp"] = rec.timestamp
+        try:
+            self._produce(producer, topic, **kwargs)
+        except KafkaException as e:
+            failures.append(_refused(rec, value, e.args[0]))
 
     def _dead_letter(
         self, producer: Producer, topics: FeedTopics, failures: list[Failure], report: SendReport
