@@ -3,9 +3,14 @@
 - ``ingest_producer`` against ``bare_producer``: the same records (RSS items of ~300 bytes,
   serialised once before timing) through ``IngestProducer.send`` and through a bare
   confluent-kafka producer with the same settings (idempotent, acks=all, linger 5 ms, murmur2,
-  delivery reports for failures only), no failures; from the first produce to the last
-  acknowledgement, connection set-up included for both. Rounds interleave, each first in turn,
-  after a warm-up round (all four measured, none kept) on the same broker.
+  delivery reports for failures only, a produce loop with no per-record poll), no failures.
+  Each keeps its client between batches, as a Lambda container keeps its producer. The two
+  take turns, batch after batch on the same broker and topic, each first in turn, and every
+  pair gives one ratio (ingest rate / bare rate): the machine's drift hits both sides of a
+  pair alike. The broker runs on a core of its own meanwhile, as if it were another machine,
+  the producers on the rest. Published: the median ratio over the pairs
+  with a distribution-free 95% confidence interval (order statistics of the binomial), and
+  the same for the CPU time of the sending process (Python and librdkafka's threads).
 - ``spool_drain``: ``dlq spool drain`` over a spool of N records, as a user runs it (start-up
   included), exactly once (records/s = N / wall time).
 - ``replay``: ``dlq replay --to TOPIC`` over a DLQ of N envelopes, start-up included.
@@ -16,7 +21,9 @@ Writes bench/results/ingest.json with the commit it ran on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -24,7 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +63,8 @@ def config(tmp: Path) -> tuple[Path, JobConfig]:
     return path, cfg
 
 
-def items(n: int, offset: int = 0) -> list[tuple[bytes, bytes]]:
-    out = []
+def generate(n: int, offset: int = 0) -> Iterator[tuple[bytes, bytes]]:
+    """Key and JSON value of ``n`` RSS items, made one after another as a fetcher makes them."""
     for i in range(offset, offset + n):
         item = {
             "event_id": f"e-{i}",
@@ -67,19 +74,47 @@ def items(n: int, offset: int = 0) -> list[tuple[bytes, bytes]]:
             "published_at": "2026-11-30T18:05:00Z",
             "summary": "A summary of moderate length for a benchmark record " * 3,
         }
-        out.append((f"e-{i}".encode(), orjson.dumps(item)))
-    return out
+        yield f"e-{i}".encode(), orjson.dumps(item)
 
 
-def bare(cfg: JobConfig, records: list[tuple[bytes, bytes]]) -> float:
-    failed = []
+def items(n: int, offset: int = 0) -> list[tuple[bytes, bytes]]:
+    return list(generate(n, offset))
+
+
+@contextlib.contextmanager
+def broker_on_its_own_core() -> Iterator[None]:
+    """Pins the local broker's threads to the last core and this process to the others, as
+    when the broker is another machine: a pair's two sides then share the producer's cores
+    alone, not with the broker's bursts. Both are given back all cores afterwards."""
+    cores = sorted(os.sched_getaffinity(0))
+    pid_file = ROOT / "var" / "kafka" / "kafka.pid"
+    if len(cores) < 2 or not pid_file.exists():
+        yield
+        return
+    tasks = Path(f"/proc/{pid_file.read_text().strip()}/task")
+
+    def pin_broker(to: set[int]) -> None:
+        for task in tasks.iterdir():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(task.name), to)
+
+    pin_broker({cores[-1]})
+    os.sched_setaffinity(0, set(cores[:-1]))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, set(cores))
+        pin_broker(set(cores))
+
+
+def bare_client(cfg: JobConfig, failed: list[Any]) -> Producer:
+    """A bare confluent-kafka producer with the ingest producer's settings."""
 
     def report(err: Any, _msg: Any) -> None:
         if err is not None:
             failed.append(err)
 
-    # The same settings as the ingest producer, its cheap failure-only reports included.
-    producer = Producer(
+    return Producer(
         {
             **cfg.kafka.librdkafka(),
             "enable.idempotence": True,
@@ -92,27 +127,75 @@ def bare(cfg: JobConfig, records: list[tuple[bytes, bytes]]) -> float:
         }
     )
 
-    topic = cfg.feeds["rss"].input
-    start = time.perf_counter()
+
+Timing = tuple[float, float]  # wall seconds, CPU seconds of this process
+
+
+def bare(producer: Producer, topic: str, records: list[tuple[bytes, bytes]]) -> Timing:
+    """The loop a user writes: produce, wait for room when the queue is full, flush."""
+    produce = producer.produce
+    start, cpu = time.perf_counter(), time.process_time()
     for key, value in records:
         while True:
             try:
-                producer.produce(topic, value, key)
+                produce(topic, value, key)
                 break
             except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-    assert producer.flush(60) == 0 and not failed, failed[:3]
-    return time.perf_counter() - start
+                producer.poll(0.005)
+    assert producer.flush(60) == 0
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def wrapped(cfg: JobConfig, batch: list[OutRecord]) -> float:
-    producer = IngestProducer(cfg)
-    start = time.perf_counter()
+def wrapped(producer: IngestProducer, batch: list[OutRecord]) -> Timing:
+    start, cpu = time.perf_counter(), time.process_time()
     report = producer.send("rss", batch)
-    took = time.perf_counter() - start
+    took = time.perf_counter() - start, time.process_time() - cpu
     assert report.acknowledged == len(batch), report
     return took
+
+
+def median_ci(values: list[float]) -> dict[str, Any]:
+    """Median, distribution-free 95% confidence interval of the median (the order statistics
+    whose rank the binomial(n, 1/2) bounds), min and max."""
+    xs, n = sorted(values), len(values)
+    k = 0  # the largest k with P(Binomial(n, 1/2) <= k) <= 0.025
+    while sum(math.comb(n, i) for i in range(k + 2)) / 2**n <= 0.025:
+        k += 1
+    return {
+        "median": round(statistics.median(xs), 3),
+        "ci95": [round(xs[k], 3), round(xs[n - 1 - k], 3)] if n >= 6 else None,
+        "min": round(xs[0], 3),
+        "max": round(xs[-1], 3),
+        "pairs": n,
+    }
+
+
+def producer_pairs(tmp: Path, n: int, pairs: int) -> dict[str, list[Timing]]:
+    """``pairs`` turns of both producers (after one untimed turn), each first in turn. Each
+    side's input is built untimed the way its user builds it, record after record (so the
+    two lie alike in memory): (key, value) tuples for the bare loop, ``OutRecord`` for send."""
+    records = items(n)
+    batch = [OutRecord(k, v) for k, v in generate(n)]
+    _, cfg = config(tmp)
+    failed: list[Any] = []
+    plain, ingest = bare_client(cfg, failed), IngestProducer(cfg)
+    topic = cfg.feeds["rss"].input
+    turns: dict[str, Callable[[], Timing]] = {
+        "bare_producer": lambda: bare(plain, topic, records),
+        "ingest_producer": lambda: wrapped(ingest, batch),
+    }
+    timings: dict[str, list[Timing]] = {name: [] for name in turns}
+    try:
+        with broker_on_its_own_core():
+            for p in range(-1, pairs):  # pair 0 connects both and warms the broker, untimed
+                for name, turn in list(turns.items())[:: -1 if p % 2 else 1]:
+                    took = turn()
+                    if p >= 0:
+                        timings[name].append(took)
+        assert not failed, failed[:3]
+    finally:
+        drop(cfg)
+    return timings
 
 
 def timed_cli(args: list[str]) -> tuple[float, dict[str, Any]]:
@@ -202,63 +285,52 @@ def spread(rates: list[float]) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--records", type=int, default=500_000, help="Records per producer round.")
+    ap.add_argument("--records", type=int, default=100_000, help="Records per producer batch.")
+    ap.add_argument("--pairs", type=int, default=61, help="Batches of each producer, in turn.")
     ap.add_argument("--drain-records", type=int, default=40_000)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="Rounds of drain and replay.")
     ap.add_argument("--tmp", type=Path, default=ROOT / "var" / "bench-ingest")
     ap.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
     args = ap.parse_args()
     args.tmp.mkdir(parents=True, exist_ok=True)
-    records = items(args.records)
-    batch = [OutRecord(k, v) for k, v in records]  # the ingest API's input, built untimed
-    mb = sum(len(k) + len(v) for k, v in records) / 2**20
-    producers: dict[str, Callable[[JobConfig], float]] = {
-        "bare_producer": lambda cfg: bare(cfg, records),
-        "ingest_producer": lambda cfg: wrapped(cfg, batch),
+    n = args.records
+    mb = sum(len(k) + len(v) for k, v in generate(n)) / 2**20
+    timings = producer_pairs(args.tmp, n, args.pairs)
+    runs: dict[str, list[float]] = {
+        name: [n / wall for wall, _ in t] for name, t in timings.items()
     }
-    runs: dict[str, list[float]] = {name: [] for name in (*producers, "spool_drain", "replay")}
-    for r in range(-1, args.rounds):  # round 0 warms the broker and the process, untimed
-        order = list(producers.items())
-        rates: dict[str, float] = {}
-        for name, fn in order[:: -1 if r % 2 else 1]:  # interleaved, each first in turn
-            _, cfg = config(args.tmp)
-            try:
-                rates[name] = len(records) / fn(cfg)
-            finally:
-                drop(cfg)
+    pairs = list(zip(timings["ingest_producer"], timings["bare_producer"], strict=True))
+    rate_ratio = [bw / iw for (iw, _), (bw, _) in pairs]
+    cpu_ratio = [ic / bc for (_, ic), (_, bc) in pairs]
+    cpu_us = {name: [c / n * 1e6 for _, c in t] for name, t in timings.items()}
+    print(f"producer pairs: rate ratio {median_ci(rate_ratio)}", file=sys.stderr)
+    runs |= {"spool_drain": [], "replay": []}
+    for r in range(-1, args.rounds):  # round 0 warms up, untimed
         path, cfg = config(args.tmp)
         try:
-            rates["spool_drain"] = drain_run(path, cfg, args.drain_records)
-            rates["replay"] = replay_run(path, cfg, args.drain_records)
+            drain = drain_run(path, cfg, args.drain_records)
+            replay = replay_run(path, cfg, args.drain_records)
         finally:
             drop(cfg)
         print(
-            f"round {r + 1}{' (warm-up)' if r < 0 else ''}: "
-            + ", ".join(f"{name} {rate:,.0f}/s" for name, rate in rates.items()),
+            f"round {r + 1}{' (warm-up)' if r < 0 else ''}: spool_drain {drain:,.0f}/s, "
+            f"replay {replay:,.0f}/s",
             file=sys.stderr,
         )
         if r >= 0:
-            for name, rate in rates.items():
-                runs[name].append(rate)
-    ratios = [i / b for i, b in zip(runs["ingest_producer"], runs["bare_producer"], strict=True)]
+            runs["spool_drain"].append(drain)
+            runs["replay"].append(replay)
     result = {
         "commit": git_commit(),
         "records": args.records,
         "record_mb": round(mb, 1),
+        "pairs": args.pairs,
         "drain_and_replay_records": args.drain_records,
         "rounds": args.rounds,
-        "systems": {
-            "bare_producer": spread(runs["bare_producer"]),
-            "ingest_producer": spread(runs["ingest_producer"]),
-            "spool_drain": spread(runs["spool_drain"]),
-            "replay": spread(runs["replay"]),
-        },
-        "ingest_vs_bare": {
-            "median": round(statistics.median(ratios), 3),
-            "min": round(min(ratios), 3),
-            "max": round(max(ratios), 3),
-            "per_round": [round(x, 3) for x in ratios],
-        },
+        "systems": {name: spread(rates) for name, rates in runs.items()},
+        "ingest_vs_bare": median_ci(rate_ratio),
+        "ingest_vs_bare_cpu": median_ci(cpu_ratio),
+        "cpu_us_per_record": {name: round(statistics.median(us), 3) for name, us in cpu_us.items()},
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

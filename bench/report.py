@@ -83,19 +83,35 @@ def job_tables(doc: dict[str, Any]) -> list[str]:
 
 def ingest_tables(doc: dict[str, Any]) -> list[str]:
     out = [
-        f"`bench/results/ingest.json`: {doc['records']:,} records per producer round "
-        f"({doc['record_mb']} MB), {doc['drain_and_replay_records']:,} records per drain and "
-        f"replay, {doc['rounds']} interleaved rounds, commit `{doc['commit'][:12]}`.",
+        f"`bench/results/ingest.json`: {doc['records']:,} records per producer batch "
+        f"({doc['record_mb']} MB), {doc['pairs']} pairs of batches; "
+        f"{doc['drain_and_replay_records']:,} records per drain and replay, {doc['rounds']} "
+        f"rounds; commit `{doc['commit'][:12]}`.",
         "",
         "| system | records/s (median) | min - max |",
         "|---|---:|---|",
     ]
     for name, fig in doc["systems"].items():
         out.append(f"| {name} | {_n(fig['records_per_s'])} | {_n(fig['min'])} - {_n(fig['max'])} |")
-    r = doc["ingest_vs_bare"]
+    out += [
+        "",
+        "| ingest_producer against bare_producer, per pair | median | 95% CI of the median "
+        "| min - max |",
+        "|---|---:|---|---|",
+    ]
+    for key, what in (
+        ("ingest_vs_bare", "records/s, ingest / bare"),
+        ("ingest_vs_bare_cpu", "CPU time of the sending process, ingest / bare"),
+    ):
+        r = doc[key]
+        lo, hi = r["ci95"]
+        out.append(
+            f"| {what} | {r['median']:.3f} | {lo:.3f} - {hi:.3f} | {r['min']} - {r['max']} |"
+        )
+    cpu = doc["cpu_us_per_record"]
     out.append(
-        f"\ningest_producer / bare_producer per round: median {r['median']}, range "
-        f"{r['min']} - {r['max']} ({', '.join(map(str, r['per_round']))})."
+        f"\nCPU per record (median): bare_producer {cpu['bare_producer']} us, ingest_producer "
+        f"{cpu['ingest_producer']} us."
     )
     return out
 
