@@ -39,6 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ from kafkaio.admin import ensure_project_topics
 from kafkaio.scan import consumer as scan_consumer
 from kafkaio.scan import read_to_end, watermarks
 from udfs.config import FEEDS, ROOT, load_config
+from udfs.pipeline import Clean, FeedProcessor
+from udfs.record import SourceRecord
 from udfs.sample import generate
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -335,24 +338,56 @@ def flink_run(base: Path, tmp: Path, tag: str, records: int, check: bool = False
     )
 
 
+LATENCY_SYSTEMS = ("flink_job", "plain_loop")
+LATENCY_BAD_SHARES = (0.0, 0.05)
+
+
 def latency(tmp: Path, rate: float, seconds: float = 30.0) -> dict[str, Any]:
-    """Produce-to-visibility latency under read_committed, the job running unbounded.
+    """Produce-to-visibility latency under read_committed of the job running unbounded and of
+    the plain loop running unbounded (``plain_loop_live``), each with 0% and 5% bad records,
+    one after another on fresh topics, at the same rate.
 
     Clean records keep their input's timestamp (the producer's CreateTime), so latency is the
     time a read_committed consumer receives a record minus that timestamp. A warm-up record
-    must come through before the measured phase starts (job start-up is not latency).
+    must come through before the measured phase starts (start-up is not latency).
     """
-    tag = f"b{os.getpid()}-latency"
-    base = bench_config(tmp, f"{tag}-base", f"{tag}.in")
-    with fresh_outputs(base, tmp, tag) as cfg:
-        try:
-            return _latency(cfg, rate, seconds)
-        finally:
-            drop_topics([f"{tag}.in.{feed}" for feed in FEEDS])
+    runs: dict[str, dict[str, Any]] = {}
+    interval = 0
+    for system in LATENCY_SYSTEMS:
+        for bad in LATENCY_BAD_SHARES:
+            tag = f"b{os.getpid()}-lat-{system.replace('_', '')}-{round(bad * 100)}"
+            base = bench_config(tmp, f"{tag}-base", f"{tag}.in")
+            interval = load_config(base).checkpoint_interval_ms
+            with fresh_outputs(base, tmp, tag) as cfg:
+                try:
+                    figure = _latency(cfg, system, rate, bad, seconds)
+                finally:
+                    drop_topics([f"{tag}.in.{feed}" for feed in FEEDS])
+            runs.setdefault(system, {})[f"{bad:.0%}"] = figure
+            print(f"latency {system} at {bad:.0%} bad: {figure}", flush=True)
+    return {
+        "rate_per_s": round(rate),
+        "seconds": seconds,
+        "checkpoint_interval_ms": interval,
+        "systems": runs,
+    }
 
 
-def _latency(cfg: Path, rate: float, seconds: float) -> dict[str, Any]:
+def _start(system: str, cfg: Path) -> subprocess.Popen[bytes]:
+    if system == "flink_job":
+        return start_job(cfg)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.systems", "plain_loop_live", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _latency(cfg: Path, system: str, rate: float, bad: float, seconds: float) -> dict[str, Any]:
     from confluent_kafka import Consumer
+
+    from jobs.local import stop_process_group
 
     tag = cfg.stem
     config = load_config(cfg)
@@ -366,20 +401,39 @@ def _latency(cfg: Path, rate: float, seconds: float) -> dict[str, Any]:
         }
     )
     consumer.subscribe([config.feeds[f].clean for f in FEEDS])
-    job = start_job(cfg)
+    proc = _start(system, cfg)
     producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 5})
-    good = {f: [(k, v, h) for k, v, h in generate(f, 2000, 0.0, seed=9)] for f in FEEDS}
+    now = datetime.now(UTC)
+    stream = {f: list(generate(f, 2000, bad, seed=9, now=now)) for f in FEEDS}
+    # Which records reach the clean topics: the job's own validation says.
+    check = {f: FeedProcessor(f, job_name="bench", operator=f"validate-{f}") for f in FEEDS}
+    good = {
+        f: [
+            isinstance(check[f].process(SourceRecord(f, 0, i, None, k, v, tuple(h))), Clean)
+            for i, (k, v, h) in enumerate(stream[f])
+        ]
+        for f in FEEDS
+    }
     samples: list[float] = []
+    n = expected = 0
+
+    def collect(count: int, timeout: float) -> None:
+        for msg in consumer.consume(count, timeout):
+            if msg.error() is None and ("bench", b"measure") in (msg.headers() or []):
+                samples.append(time.time() * 1000 - msg.timestamp()[1])
+
     try:
-        producer.produce(config.feeds["rss"].input, key=b"warm-up", value=good["rss"][0][1])
+        warm = next(v for (_, v, _), ok in zip(stream["rss"], good["rss"], strict=True) if ok)
+        producer.produce(config.feeds["rss"].input, key=b"warm-up", value=warm)
         producer.flush(10)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and not consumer.consume(100, 1.0):
             pass
-        start, n = time.monotonic(), 0
+        start = time.monotonic()
         while time.monotonic() - start < seconds:
-            feed = FEEDS[n % 2]
-            key, value, headers = good[feed][(n // 2) % 2000]
+            feed, i = FEEDS[n % 2], (n // 2) % 2000
+            key, value, headers = stream[feed][i]
+            expected += good[feed][i]
             producer.produce(
                 config.feeds[feed].input,
                 key=key,
@@ -391,20 +445,14 @@ def _latency(cfg: Path, rate: float, seconds: float) -> dict[str, Any]:
             ahead = n / rate - (time.monotonic() - start)
             if ahead > 0:
                 time.sleep(ahead)
-            if n % 100 == 0:  # not per record: this process shares the job's two cores
-                for msg in consumer.consume(10_000, 0):
-                    if msg.error() is None and ("bench", b"measure") in (msg.headers() or []):
-                        samples.append(time.time() * 1000 - msg.timestamp()[1])
+            if n % 100 == 0:  # not per record: this process shares the two cores
+                collect(10_000, 0)
         producer.flush(30)
-        tail_end = time.monotonic() + 30
-        while len(samples) < n and time.monotonic() < tail_end:
-            for msg in consumer.consume(500, 1.0):
-                if msg.error() is None and ("bench", b"measure") in (msg.headers() or []):
-                    samples.append(time.time() * 1000 - msg.timestamp()[1])
+        tail_end = time.monotonic() + 60
+        while len(samples) < expected and time.monotonic() < tail_end:
+            collect(500, 1.0)
     finally:
-        from jobs.local import stop_process_group
-
-        stop_process_group(job)  # type: ignore[arg-type]
+        stop_process_group(proc)
         consumer.close()
     samples.sort()
 
@@ -412,13 +460,12 @@ def _latency(cfg: Path, rate: float, seconds: float) -> dict[str, Any]:
         return round(samples[min(len(samples) - 1, int(p * len(samples)))], 1) if samples else -1
 
     return {
-        "rate_per_s": round(rate),
         "produced": n,
+        "good": expected,
         "received": len(samples),
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "max_ms": round(samples[-1], 1) if samples else -1,
-        "checkpoint_interval_ms": config.checkpoint_interval_ms,
     }
 
 

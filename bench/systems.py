@@ -6,6 +6,9 @@ can be measured: ``python -m bench.systems NAME CONFIG [OPTIONS]``.
   offsets in the transaction every checkpoint interval (:func:`loop`).
 - ``plain_loop_part I N``: the I-th of N such processes, each with every N-th input partition
   (the benchmark's ``plain_loop_xN`` runs one per core, side by side).
+- ``plain_loop_live``: the loop unbounded (every input partition, polled at most 100 ms like
+  the job's batches, commits every checkpoint interval), until SIGTERM; for the latency
+  figure.
 - ``kafka_io``: the same loop without processing (the broker and client ceiling).
 - ``udfs_only``: the same ``udfs`` over the records held in memory (the Python ceiling).
 
@@ -14,7 +17,9 @@ Each prints one JSON line: records and seconds from the first record to the last
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -29,10 +34,11 @@ from udfs.record import SourceRecord
 
 
 def _consumer(
-    config: JobConfig, part: int, parts: int
+    config: JobConfig, part: int, parts: int, live: bool = False
 ) -> tuple[Consumer, dict[tuple[str, int], int]]:
     """A consumer of this process's share of the input partitions (every ``parts``-th one,
-    from ``part``), read_committed from the beginning, in the run's consumer group."""
+    from ``part``), read_committed from the beginning, in the run's consumer group. The
+    partitions to read with their end offsets; ``live``: all of them, with no end."""
     c = Consumer(
         {
             **config.kafka.librdkafka(),
@@ -46,20 +52,28 @@ def _consumer(
     inputs = [config.feeds[feed].input for feed in FEEDS]
     marks = sorted(watermarks(c, inputs).items())
     ends = {
-        tp: high for i, (tp, (low, high)) in enumerate(marks) if i % parts == part and high > low
+        tp: high
+        for i, (tp, (low, high)) in enumerate(marks)
+        if i % parts == part and (high > low or live)
     }
     c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
     return c, ends
 
 
-def loop(config: JobConfig, process: bool, part: int = 0, parts: int = 1) -> dict[str, Any]:
+def loop(
+    config: JobConfig, process: bool, part: int = 0, parts: int = 1, live: bool = False
+) -> dict[str, Any]:
     """What a user would write instead of the job: consume, validate on the job's own batch
     path (``FeedProcessor.outcomes`` over each consumed batch, one clock read per batch), and
     produce the same bytes to the same partitions as the job's sinks (Java's murmur2
     partitioner for clean records, the input's partition for envelopes, the input's
     timestamps), in Kafka transactions that carry the consumer offsets, committed every
-    checkpoint interval. ``part`` of ``parts``: one of several such processes."""
-    consumer, ends = _consumer(config, part, parts)
+    checkpoint interval. ``part`` of ``parts``: one of several such processes. ``live``: no
+    end, until SIGTERM, each poll waiting at most 100 ms (the job's batch delay)."""
+    consumer, ends = _consumer(config, part, parts, live)
+    stop = threading.Event()
+    if live:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     producer = transactional_producer(
         {
             **config.kafka.librdkafka(),
@@ -76,6 +90,7 @@ def loop(config: JobConfig, process: bool, part: int = 0, parts: int = 1) -> dic
     targets = {config.feeds[f].input: config.feeds[f] for f in FEEDS}
     interval = config.checkpoint_interval_ms / 1000
     pending = set(ends)
+    wait = 0.1 if live else 1.0
     n, start, last_commit = 0, None, 0.0
 
     def send(topic: str, value: bytes | None, key: bytes | None, **kwargs: Any) -> None:
@@ -87,9 +102,9 @@ def loop(config: JobConfig, process: bool, part: int = 0, parts: int = 1) -> dic
                 producer.poll(0.05)
 
     producer.begin_transaction()
-    while pending:
+    while pending and not stop.is_set():
         batch: dict[str, list[tuple[SourceRecord, None]]] = {}
-        for msg in consumer.consume(2000, 1.0):
+        for msg in consumer.consume(2000, wait):
             if msg.error():
                 continue
             topic, part_, offset = msg.topic(), msg.partition(), msg.offset()
@@ -109,7 +124,7 @@ def loop(config: JobConfig, process: bool, part: int = 0, parts: int = 1) -> dic
                 tuple(msg.headers() or ()),
             )
             batch.setdefault(topic, []).append((rec, None))
-            if offset + 1 >= ends[(topic, part_)]:
+            if not live and offset + 1 >= ends[(topic, part_)]:
                 pending.discard((topic, part_))
         for topic, records in batch.items():
             t = targets[topic]
@@ -136,13 +151,14 @@ def loop(config: JobConfig, process: bool, part: int = 0, parts: int = 1) -> dic
                         partition=rec.partition,
                     )
             producer.poll(0)
-        if start is not None and (time.monotonic() - last_commit >= interval or not pending):
+        done = not pending or stop.is_set()
+        if start is not None and (time.monotonic() - last_commit >= interval or done):
             producer.send_offsets_to_transaction(
                 consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30
             )
             producer.commit_transaction(60)
             last_commit = time.monotonic()
-            if pending:
+            if not done:
                 producer.begin_transaction()
     consumer.close()
     return {"records": n, "seconds": time.monotonic() - (start or time.monotonic())}
@@ -175,6 +191,8 @@ def main() -> None:
         result = loop(config, process=True)
     elif name == "plain_loop_part":  # plain_loop_part I N: the I-th of N loop processes
         result = loop(config, process=True, part=int(sys.argv[3]), parts=int(sys.argv[4]))
+    elif name == "plain_loop_live":
+        result = loop(config, process=True, live=True)
     elif name == "kafka_io":
         result = loop(config, process=False)
     elif name == "udfs_only":
