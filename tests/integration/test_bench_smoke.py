@@ -16,10 +16,9 @@ from tests.kafka_helpers import ROOT
 pytestmark = pytest.mark.integration
 
 
-def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path) -> None:
-    out = tmp_path / "latest.json"
+def _bench(module: str, bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -27,6 +26,12 @@ def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    proc = _bench("bench.run", bootstrap, "--smoke", "--out", str(out))
     report = json.loads(out.read_text())
     cores = report["machine"]["cores"]
     loops = ("plain_loop", f"plain_loop_x{cores}")
@@ -51,3 +56,35 @@ def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path
     assert set(report["dlq_overhead"]["steady_records_per_s"]) == {"0.00", "0.05", "0.50"}
     assert len(report["commit"]) >= 40
     assert "flink_bounded_e2e" in proc.stdout  # the table
+
+
+def test_latency_of_job_and_plain_loop_counts_every_good_record(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "latency.json"
+    _bench(
+        "bench.run", bootstrap, "--latency-only", "400", "--latency-seconds", "3", "--out", str(out)
+    )
+    doc = json.loads(out.read_text())
+    assert set(doc["systems"]) == {"flink_job", "plain_loop"}
+    for system, by_share in doc["systems"].items():
+        assert set(by_share) == {"0%", "5%"}, system
+        clean, mixed = by_share["0%"], by_share["5%"]
+        assert clean["good"] == clean["produced"] > 0, system
+        assert 0 < mixed["good"] < mixed["produced"], system  # the bad ones went elsewhere
+        for fig in (clean, mixed):  # every good record reached its clean topic, and was timed
+            assert fig["received"] == fig["good"], (system, fig)
+            assert 0 < fig["p50_ms"] <= fig["p99_ms"] <= fig["max_ms"], (system, fig)
+
+
+def test_ingest_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "ingest.json"
+    args = ("--records", "2000", "--pairs", "6", "--drain-records", "300", "--rounds", "1")
+    _bench("bench.ingest", bootstrap, *args, "--tmp", str(tmp_path), "--out", str(out))
+    doc = json.loads(out.read_text())
+    assert set(doc["systems"]) == {"bare_producer", "ingest_producer", "spool_drain", "replay"}
+    assert all(s["records_per_s"] > 0 for s in doc["systems"].values())
+    for key in ("ingest_vs_bare", "ingest_vs_bare_cpu"):
+        fig = doc[key]
+        assert fig["pairs"] == 6 and fig["min"] <= fig["ci95"][0] <= fig["median"], fig
+        assert fig["median"] <= fig["ci95"][1] <= fig["max"], fig
