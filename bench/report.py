@@ -45,6 +45,16 @@ def job_tables(doc: dict[str, Any]) -> list[str]:
         median, span = _spread(fig.get("records_per_s"))
         pss, rss = fig.get("peak_pss_mb"), fig.get("peak_rss_mb")
         out.append(f"| {name} | {median} | {span} | {_n(pss)} | {_n(rss)} |")
+    parts = doc["systems"]["flink_bounded_e2e"].get("peak_pss_parts")
+    if parts:
+        out.append(
+            "\nflink_bounded_e2e's peak PSS by process: "
+            + ", ".join(
+                f"{name} {p['mb']:,} MB ({p['processes']} processes)"
+                for name, p in sorted(parts.items(), key=lambda kv: -kv[1]["mb"])
+            )
+            + "."
+        )
     startup = doc["systems"]["flink_bounded_e2e"].get("startup_s")
     if startup:
         out += [

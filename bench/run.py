@@ -61,21 +61,33 @@ BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 RESULTS = ROOT / "bench" / "results"
 
 
+def _part(proc: psutil.Process, roots: list[psutil.Process]) -> str:
+    """What a process of a run is, for the breakdown of its peak memory."""
+    if proc in roots:
+        return "launcher"
+    if proc.name() == "java":
+        return "jvm"
+    return "python_worker" if "beam_boot" in " ".join(proc.cmdline()) else "other"
+
+
 class PeakMemory(threading.Thread):
     """Samples the memory of processes and all their descendants: the peak of the summed RSS,
     and of the summed PSS (shared pages split among the processes that share them, so the
-    JVM's and the Python workers' shared libraries are not counted once per process)."""
+    JVM's and the Python workers' shared libraries are not counted once per process), with
+    the PSS of each kind of process at that peak."""
 
     def __init__(self, pids: list[int]) -> None:
         super().__init__(daemon=True)
         self.roots = [psutil.Process(pid) for pid in pids]
         self.rss = 0
         self.pss = 0
+        self.parts: dict[str, dict[str, int]] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
             rss = pss = 0
+            parts: dict[str, dict[str, int]] = {}
             for root in self.roots:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     for proc in [root, *root.children(recursive=True)]:
@@ -83,7 +95,15 @@ class PeakMemory(threading.Thread):
                             info = proc.memory_full_info()
                             rss += info.rss
                             pss += info.pss
-            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+                            part = parts.setdefault(_part(proc, self.roots), {"mb": 0, "n": 0})
+                            part["mb"] += info.pss
+                            part["n"] += 1
+            self.rss = max(self.rss, rss)
+            if pss > self.pss:
+                self.pss = pss
+                self.parts = {
+                    k: {"mb": round(v["mb"] / 2**20), "processes": v["n"]} for k, v in parts.items()
+                }
             time.sleep(0.3)
 
 
@@ -96,6 +116,7 @@ class Measured:
     wall_s: float
     rss_mb: float
     pss_mb: float
+    pss_parts: dict[str, dict[str, int]]
 
 
 def measured(*cmds: list[str]) -> Measured:
@@ -113,7 +134,9 @@ def measured(*cmds: list[str]) -> Measured:
     for cmd, p, (_, err) in zip(cmds, procs, outs, strict=True):
         if p.returncode != 0:
             raise RuntimeError(f"{cmd[:4]} exited {p.returncode}: {err[-3000:]}")
-    return Measured([o for o, _ in outs], wall, memory.rss / 2**20, memory.pss / 2**20)
+    return Measured(
+        [o for o, _ in outs], wall, memory.rss / 2**20, memory.pss / 2**20, memory.parts
+    )
 
 
 def bench_config(tmp: Path, ident: str, inputs: str) -> Path:
@@ -297,6 +320,7 @@ class FlinkRun:
     steady_per_s: float | None
     rss_mb: float
     pss_mb: float
+    pss_parts: dict[str, dict[str, int]]
 
 
 def flink_run(base: Path, tmp: Path, tag: str, records: int, check: bool = False) -> FlinkRun:
@@ -335,6 +359,7 @@ def flink_run(base: Path, tmp: Path, tag: str, records: int, check: bool = False
         counter.steady_rate(records),
         run.rss_mb,
         run.pss_mb,
+        run.pss_parts,
     )
 
 
@@ -558,6 +583,8 @@ def compare(base: Path, tmp: Path, n: int, rounds: int) -> dict[str, Any]:
         "flink_bounded_e2e": {
             **figure([n / f.e2e_s for f in flink], *mem("flink")),
             "startup_s": spread([f.startup_s for f in flink if f.startup_s is not None], 1),
+            # what the peak PSS above is made of (the round of the highest peak)
+            "peak_pss_parts": max(flink, key=lambda f: f.pss_mb).pss_parts,
             "command": "python jobs/dlq_job.py --bounded --starting-offsets earliest",
         },
         "flink_steady": {"records_per_s": spread(steady) if steady else None},

@@ -47,7 +47,11 @@ def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path
         assert system["exactly_once_checked"] is True, name
         assert system["records_per_s"]["median"] > 0 and system["peak_pss_mb"] > 0, name
         assert system["peak_pss_mb"] <= system["peak_rss_mb"], name
-    assert report["systems"]["flink_bounded_e2e"]["startup_s"]["median"] > 0
+    job = report["systems"]["flink_bounded_e2e"]
+    assert job["startup_s"]["median"] > 0
+    parts = job["peak_pss_parts"]  # the peak's breakdown adds up to the peak
+    assert {"launcher", "jvm", "python_worker"} <= set(parts), parts
+    assert abs(sum(p["mb"] for p in parts.values()) - job["peak_pss_mb"]) <= len(parts), parts
     assert set(report["ratios"]) == {
         "flink_bounded_e2e_vs_plain_loop",
         f"flink_steady_vs_plain_loop_x{cores}",
