@@ -1,16 +1,17 @@
 """The cost of the producers' side of the DLQ (``python -m bench.ingest``, run by ``make bench``).
 
 - ``ingest_producer`` against ``bare_producer``: the same records (RSS items of ~300 bytes,
-  serialised once before timing) through ``IngestProducer.send`` and through a bare
+  serialised before timing) through ``IngestProducer.send`` and through a bare
   confluent-kafka producer with the same settings (idempotent, acks=all, linger 5 ms, murmur2,
   delivery reports for failures only, a produce loop with no per-record poll), no failures.
-  Each keeps its client between batches, as a Lambda container keeps its producer. The two
-  take turns, batch after batch on the same broker and topic, each first in turn, and every
-  pair gives one ratio (ingest rate / bare rate): the machine's drift hits both sides of a
-  pair alike. The broker runs on a core of its own meanwhile, as if it were another machine,
-  the producers on the rest. Published: the median ratio over the pairs
-  with a distribution-free 95% confidence interval (order statistics of the binomial), and
-  the same for the CPU time of the sending process (Python and librdkafka's threads).
+  Every batch runs in a process of its own, as a cold Lambda sends its first batch (client
+  start and connection timed, both sides alike); the two take turns on the same broker and
+  topic, each first in turn, and every pair gives one ratio (ingest rate / bare rate), so the
+  machine's drift and whatever one process happens to get hit both sides alike. The broker
+  runs on a core of its own meanwhile, as if it were another machine. Published: the median
+  ratio over the pairs with a distribution-free 95% confidence interval (order statistics of
+  the binomial), and the same for the CPU time of the sending process (Python and
+  librdkafka's threads).
 - ``spool_drain``: ``dlq spool drain`` over a spool of N records, as a user runs it (start-up
   included), exactly once (records/s = N / wall time).
 - ``replay``: ``dlq replay --to TOPIC`` over a DLQ of N envelopes, start-up included.
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,10 +132,14 @@ def bare_client(cfg: JobConfig, failed: list[Any]) -> Producer:
 Timing = tuple[float, float]  # wall seconds, CPU seconds of this process
 
 
-def bare(producer: Producer, topic: str, records: list[tuple[bytes, bytes]]) -> Timing:
-    """The loop a user writes: produce, wait for room when the queue is full, flush."""
-    produce = producer.produce
+def bare(cfg: JobConfig, records: list[tuple[bytes, bytes]]) -> Timing:
+    """The loop a user writes: a client, produce, wait for room when the queue is full, flush.
+    Timed from the client's start, as ``wrapped`` is (the ingest producer starts its client
+    in its first send)."""
     start, cpu = time.perf_counter(), time.process_time()
+    failed: list[Any] = []
+    producer, topic = bare_client(cfg, failed), cfg.feeds["rss"].input
+    produce = producer.produce
     for key, value in records:
         while True:
             try:
@@ -142,7 +147,7 @@ def bare(producer: Producer, topic: str, records: list[tuple[bytes, bytes]]) -> 
                 break
             except BufferError:
                 producer.poll(0.005)
-    assert producer.flush(60) == 0
+    assert producer.flush(60) == 0 and not failed, failed[:3]
     return time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -170,29 +175,39 @@ def median_ci(values: list[float]) -> dict[str, Any]:
     }
 
 
-def producer_pairs(tmp: Path, n: int, pairs: int) -> dict[str, list[Timing]]:
-    """``pairs`` turns of both producers (after one untimed turn), each first in turn. Each
-    side's input is built untimed the way its user builds it, record after record (so the
-    two lie alike in memory): (key, value) tuples for the bare loop, ``OutRecord`` for send."""
-    records = items(n)
+def one_batch(system: str, config_path: Path, n: int) -> Timing:
+    """One batch of ``system`` in this process, as a cold Lambda sends its first: the input
+    built untimed the way its user builds it, record after record (tuples for the bare
+    loop, ``OutRecord`` for send); client start and connection inside the timing."""
+    cfg = load_config(config_path)
+    if system == "bare_producer":
+        return bare(cfg, items(n))
     batch = [OutRecord(k, v) for k, v in generate(n)]
-    _, cfg = config(tmp)
-    failed: list[Any] = []
-    plain, ingest = bare_client(cfg, failed), IngestProducer(cfg)
-    topic = cfg.feeds["rss"].input
-    turns: dict[str, Callable[[], Timing]] = {
-        "bare_producer": lambda: bare(plain, topic, records),
-        "ingest_producer": lambda: wrapped(ingest, batch),
-    }
-    timings: dict[str, list[Timing]] = {name: [] for name in turns}
+    return wrapped(IngestProducer(cfg), batch)
+
+
+def producer_pairs(tmp: Path, n: int, pairs: int) -> dict[str, list[Timing]]:
+    """``pairs`` turns of both producers (after one untimed turn), each first in turn, every
+    batch in a process of its own: nothing a process happens to get (its memory layout, its
+    connection) stays with one side."""
+    path, cfg = config(tmp)
+    timings: dict[str, list[Timing]] = {"bare_producer": [], "ingest_producer": []}
+    cmd = [sys.executable, "-m", "bench.ingest", "--config", str(path), "--records", str(n)]
     try:
         with broker_on_its_own_core():
-            for p in range(-1, pairs):  # pair 0 connects both and warms the broker, untimed
-                for name, turn in list(turns.items())[:: -1 if p % 2 else 1]:
-                    took = turn()
+            for p in range(-1, pairs):  # pair 0 warms the broker and the topic, untimed
+                for name in list(timings)[:: -1 if p % 2 else 1]:
+                    out = subprocess.run(
+                        [*cmd, "--one-batch", name],
+                        cwd=ROOT,
+                        capture_output=True,
+                        text=True,
+                        timeout=300,
+                        check=True,
+                    )
+                    wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
                     if p >= 0:
-                        timings[name].append(took)
-        assert not failed, failed[:3]
+                        timings[name].append((wall, cpu))
     finally:
         drop(cfg)
     return timings
@@ -291,7 +306,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="Rounds of drain and replay.")
     ap.add_argument("--tmp", type=Path, default=ROOT / "var" / "bench-ingest")
     ap.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
+    ap.add_argument("--one-batch", metavar="SYSTEM", help=argparse.SUPPRESS)
+    ap.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one_batch:  # a child of producer_pairs: prints [wall, cpu]
+        print(json.dumps(one_batch(args.one_batch, args.config, args.records)))
+        return
     args.tmp.mkdir(parents=True, exist_ok=True)
     n = args.records
     mb = sum(len(k) + len(v) for k, v in generate(n)) / 2**20
