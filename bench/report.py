@@ -62,10 +62,19 @@ def job_tables(doc: dict[str, Any]) -> list[str]:
             f"Job start-up (launch to first record read): {_spread(startup)[0]} s "
             f"(range {_spread(startup)[1]} s).",
         ]
+    phases = doc["systems"]["flink_bounded_e2e"].get("phases_s")
+    if phases:
+        out += [
+            "",
+            "Where flink_bounded_e2e's launch-to-exit time goes (seconds from launch, medians): "
+            + ", ".join(f"{name.replace('_', ' ')} {_n(t)}" for name, t in phases.items())
+            + ".",
+        ]
     for name in ("plain_loop", *[k for k in doc["systems"] if k.startswith("plain_loop_x")]):
         proc = doc["systems"][name].get("processing_records_per_s")
         if proc:
             out.append(f"{name} from its first record to its last commit: {_n(proc['median'])}/s.")
+    out += cpu_table(doc["systems"])
     out += ["", "| ratio (per round, then median) | median | min - max |", "|---|---:|---|"]
     for name, fig in doc["ratios"].items():
         median, span = _spread(fig, ratio=True)
@@ -98,6 +107,30 @@ def job_tables(doc: dict[str, Any]) -> list[str]:
                     f"{_n(f['max_ms'])} | {f['good']:,} | {f['received']:,} |"
                 )
     return out
+
+
+def cpu_table(systems: dict[str, Any]) -> list[str]:
+    """CPU microseconds per record by kind of process, launch to exit (medians)."""
+    cpu = {
+        name: fig["cpu_us_per_record"]
+        for name, fig in systems.items()
+        if "cpu_us_per_record" in fig
+    }
+    if not cpu:
+        return []
+    kinds = [*sorted({k for c in cpu.values() for k in c} - {"total"}), "total"]
+    return [
+        "",
+        "CPU microseconds per record, launch to exit, by process (median over the rounds; "
+        "broker: the Kafka broker's over the same time):",
+        "",
+        "| system | " + " | ".join(kinds) + " |",
+        "|---|" + "---:|" * len(kinds),
+        *(
+            f"| {name} | " + " | ".join(_n(c.get(k)) for k in kinds) + " |"
+            for name, c in cpu.items()
+        ),
+    ]
 
 
 def ingest_tables(doc: dict[str, Any]) -> list[str]:

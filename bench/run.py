@@ -61,81 +61,145 @@ BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 RESULTS = ROOT / "bench" / "results"
 
 
-def _part(proc: psutil.Process, roots: list[psutil.Process]) -> str:
-    """What a process of a run is, for the breakdown of its peak memory."""
+def _part(proc: psutil.Process, roots: list[psutil.Process], root_kind: str) -> str:
+    """What a process of a run is, for the breakdown of its peak memory and its CPU time."""
     if proc in roots:
-        return "launcher"
+        return root_kind
     if proc.name() == "java":
         return "jvm"
     return "python_worker" if "beam_boot" in " ".join(proc.cmdline()) else "other"
 
 
-class PeakMemory(threading.Thread):
-    """Samples the memory of processes and all their descendants: the peak of the summed RSS,
-    and of the summed PSS (shared pages split among the processes that share them, so the
-    JVM's and the Python workers' shared libraries are not counted once per process), with
-    the PSS of each kind of process at that peak."""
+def broker_process() -> psutil.Process | None:
+    """The broker the benchmark talks to when it runs on this machine (the process listening
+    on BOOTSTRAP's port), for its share of a run's CPU time."""
+    port = BOOTSTRAP.split(",")[0].rpartition(":")[2]
+    with contextlib.suppress(OSError, ValueError, psutil.Error):
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == int(port):
+                return psutil.Process(conn.pid) if conn.pid else None
+    return None
 
-    def __init__(self, pids: list[int]) -> None:
+
+def _cpu_s(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+class Usage(threading.Thread):
+    """Samples the processes of a run and all their descendants.
+
+    Memory: the peak of the summed RSS, and of the summed PSS (shared pages split among the
+    processes that share them, so the JVM's and the Python workers' shared libraries are not
+    counted once per process), with the PSS of each kind of process at that peak. CPU: the
+    last seen user + system time of every process, summed by kind (a process's time after
+    its last sample, at most one CPU interval, is not counted), and the broker's CPU time over
+    the run."""
+
+    CPU_INTERVAL_S = 0.05
+    PSS_EVERY = 6  # CPU samples per memory sample (reading smaps costs far more)
+
+    def __init__(self, pids: list[int], root_kind: str) -> None:
         super().__init__(daemon=True)
         self.roots = [psutil.Process(pid) for pid in pids]
+        self.root_kind = root_kind
         self.rss = 0
         self.pss = 0
         self.parts: dict[str, dict[str, int]] = {}
+        self.cpu: dict[tuple[int, float], tuple[str, float]] = {}  # (pid, start) -> kind, s
+        self.kinds: dict[tuple[int, float], str] = {}
+        self.broker = broker_process()
+        self.broker_start = _cpu_s(self.broker) if self.broker else 0.0
+        self.broker_cpu = 0.0
         self.stop = threading.Event()
 
     def run(self) -> None:
+        tick = 0
         while not self.stop.is_set():
+            memory = tick % self.PSS_EVERY == 0
+            tick += 1
             rss = pss = 0
             parts: dict[str, dict[str, int]] = {}
             for root in self.roots:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     for proc in [root, *root.children(recursive=True)]:
                         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                            key = (proc.pid, proc.create_time())
+                            kind = self.kinds.get(key) or self.kinds.setdefault(
+                                key, _part(proc, self.roots, self.root_kind)
+                            )
+                            self.cpu[key] = (kind, _cpu_s(proc))
+                            if not memory:
+                                continue
                             info = proc.memory_full_info()
                             rss += info.rss
                             pss += info.pss
-                            part = parts.setdefault(_part(proc, self.roots), {"mb": 0, "n": 0})
+                            part = parts.setdefault(kind, {"mb": 0, "n": 0})
                             part["mb"] += info.pss
                             part["n"] += 1
-            self.rss = max(self.rss, rss)
-            if pss > self.pss:
-                self.pss = pss
-                self.parts = {
-                    k: {"mb": round(v["mb"] / 2**20), "processes": v["n"]} for k, v in parts.items()
-                }
-            time.sleep(0.3)
+            if memory:
+                self.rss = max(self.rss, rss)
+                if pss > self.pss:
+                    self.pss = pss
+                    self.parts = {
+                        k: {"mb": round(v["mb"] / 2**20), "processes": v["n"]}
+                        for k, v in parts.items()
+                    }
+            time.sleep(self.CPU_INTERVAL_S)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(5)
+        if self.broker:
+            with contextlib.suppress(psutil.Error):
+                self.broker_cpu = _cpu_s(self.broker) - self.broker_start
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        """CPU seconds by kind of process, the broker's included (when it runs locally)."""
+        kinds: dict[str, float] = {}
+        for kind, seconds in self.cpu.values():
+            kinds[kind] = kinds.get(kind, 0.0) + seconds
+        if self.broker:
+            kinds["broker"] = self.broker_cpu
+        return kinds
 
 
 @dataclass
 class Measured:
     """What a run of one or more processes printed, its wall time from launch to the last
-    exit, and its peak memory (MB)."""
+    exit, its peak memory (MB) and its CPU time by kind of process (s)."""
 
     outputs: list[str]
     wall_s: float
     rss_mb: float
     pss_mb: float
     pss_parts: dict[str, dict[str, int]]
+    cpu_s: dict[str, float]
 
 
-def measured(*cmds: list[str]) -> Measured:
-    """Runs the commands side by side; raises if one fails."""
+def measured(*cmds: list[str], root_kind: str = "launcher") -> Measured:
+    """Runs the commands side by side; raises if one fails. ``root_kind``: what the
+    commands' own processes count as in the breakdowns."""
     start = time.monotonic()
     procs = [
         subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for cmd in cmds
     ]
-    memory = PeakMemory([p.pid for p in procs])
-    memory.start()
+    usage = Usage([p.pid for p in procs], root_kind)
+    usage.start()
     outs = [p.communicate(timeout=3600) for p in procs]
     wall = time.monotonic() - start
-    memory.stop.set()
+    usage.finish()
     for cmd, p, (_, err) in zip(cmds, procs, outs, strict=True):
         if p.returncode != 0:
             raise RuntimeError(f"{cmd[:4]} exited {p.returncode}: {err[-3000:]}")
     return Measured(
-        [o for o, _ in outs], wall, memory.rss / 2**20, memory.pss / 2**20, memory.parts
+        [o for o, _ in outs],
+        wall,
+        usage.rss / 2**20,
+        usage.pss / 2**20,
+        usage.parts,
+        usage.cpu_by_kind(),
     )
 
 
@@ -231,13 +295,30 @@ class SourceCounter(threading.Thread):
     over their subtasks, polled from its REST API every 50 ms (the run sets
     ``metrics.fetcher.update-interval`` to 100 ms). Gives when the first record was read and
     the steady rate: the records read between 20% and 80% of the input over the time that
-    took, after the warm-up and before the sources run dry."""
+    took, after the warm-up and before the sources run dry. Also when the job was created
+    (submitted) and when all its subtasks were first running (operators open, the Python
+    workers started), for the phases of start-up."""
 
     def __init__(self, rest: str) -> None:
         super().__init__(daemon=True)
         self.rest = rest
         self.samples: list[tuple[float, int]] = []
+        self.created: float | None = None  # time.monotonic() of the job's CREATED
+        self.all_running: float | None = None
         self.stop = threading.Event()
+
+    def _watch_tasks(self, polled: float) -> None:
+        """Notes the job's creation and the first poll that finds every subtask running."""
+        for job in running_jobs(self.rest):
+            detail = rest(self.rest, f"/jobs/{job}")
+            if self.created is None:
+                ago_s = detail["now"] / 1000 - detail["timestamps"]["CREATED"] / 1000
+                self.created = polled - ago_s
+            counts = [v["tasks"] for v in detail["vertices"]]
+            if counts and all(c.get("RUNNING", 0) == sum(c.values()) for c in counts):
+                # between this poll and the one before, like first_read
+                before = self.samples[-1][0] if self.samples else polled
+                self.all_running = (before + polled) / 2
 
     def _metrics(self) -> list[str] | None:
         """REST paths of the source operators' record counters, once every source has them."""
@@ -262,6 +343,8 @@ class SourceCounter(threading.Thread):
         while not self.stop.is_set():
             polled = time.monotonic()
             try:
+                if self.all_running is None:
+                    self._watch_tasks(polled)
                 paths = paths or self._metrics()
                 read = sum(int(m.get("sum", 0)) for p in paths or [] for m in rest(self.rest, p))
                 self.samples.append((polled, read))
@@ -277,7 +360,7 @@ class SourceCounter(threading.Thread):
             before = t
         return None
 
-    def _when(self, count: float) -> float | None:
+    def when_read(self, count: float) -> float | None:
         """When the count crossed ``count`` (linear between the samples around it)."""
         for (t0, n0), (t1, n1) in itertools.pairwise(self.samples):
             if n0 < count <= n1:
@@ -285,7 +368,7 @@ class SourceCounter(threading.Thread):
         return None
 
     def steady_rate(self, total: int, low: float = 0.2, high: float = 0.8) -> float | None:
-        start, end = self._when(low * total), self._when(high * total)
+        start, end = self.when_read(low * total), self.when_read(high * total)
         if start is None or end is None or end <= start:
             return None
         return (high - low) * total / (end - start)
@@ -321,6 +404,8 @@ class FlinkRun:
     rss_mb: float
     pss_mb: float
     pss_parts: dict[str, dict[str, int]]
+    cpu_s: dict[str, float]
+    phases_s: dict[str, float | None]
 
 
 def flink_run(base: Path, tmp: Path, tag: str, records: int, check: bool = False) -> FlinkRun:
@@ -353,6 +438,18 @@ def flink_run(base: Path, tmp: Path, tag: str, records: int, check: bool = False
         if check:
             check_exactly_once(cfg, records)
     first = counter.first_read()
+    last = counter.when_read(records)
+
+    def since_launch(t: float | None) -> float | None:
+        return None if t is None else t - start
+
+    phases = {  # seconds from launch, in the order they happen
+        "job_created": since_launch(counter.created),
+        "all_subtasks_running": since_launch(counter.all_running),
+        "first_record_read": since_launch(first),
+        "last_record_read": since_launch(last),
+        "exit": run.wall_s,
+    }
     return FlinkRun(
         run.wall_s,
         None if first is None else first - start,
@@ -360,6 +457,8 @@ def flink_run(base: Path, tmp: Path, tag: str, records: int, check: bool = False
         run.rss_mb,
         run.pss_mb,
         run.pss_parts,
+        run.cpu_s,
+        phases,
     )
 
 
@@ -500,6 +599,7 @@ class SystemRun:
     e2e_s: float
     rss_mb: float
     pss_mb: float
+    cpu_s: dict[str, float]
 
 
 def system_run(
@@ -523,13 +623,13 @@ def system_run(
                 ]
                 for i in range(processes)
             ]
-        run = measured(*cmds)
+        run = measured(*cmds, root_kind="loop")
         results = [json.loads(out.strip().splitlines()[-1]) for out in run.outputs]
         records = sum(r["records"] for r in results)
         if check:
             check_exactly_once(cfg, records)
     seconds = max(r["seconds"] for r in results)
-    return SystemRun(records, seconds, run.wall_s, run.rss_mb, run.pss_mb)
+    return SystemRun(records, seconds, run.wall_s, run.rss_mb, run.pss_mb, run.cpu_s)
 
 
 def spread(values: list[float], digits: int = 0) -> dict[str, Any]:
@@ -540,6 +640,21 @@ def spread(values: list[float], digits: int = 0) -> dict[str, Any]:
         "max": round(max(values), digits),
         "runs": [round(v, digits) for v in values],
     }
+
+
+def cpu_per_record(cpu: list[dict[str, float]], records: int) -> dict[str, float]:
+    """Median CPU microseconds per record over the rounds, by kind of process and in total
+    (the broker's included): what the two cores are spent on."""
+    kinds = sorted({k for c in cpu for k in c})
+    per = {k: statistics.median(c.get(k, 0.0) for c in cpu) * 1e6 / records for k in kinds}
+    per["total"] = statistics.median(sum(c.values()) for c in cpu) * 1e6 / records
+    return {k: round(v, 1) for k, v in per.items()}
+
+
+def median_phases(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Each moment's median over the runs that saw it (None: no run did)."""
+    seen = {k: [t for r in runs if (t := r[k]) is not None] for k in runs[0]}
+    return {k: round(statistics.median(v), 1) if v else None for k, v in seen.items()}
 
 
 def figure(rates: list[float], rss: list[float], pss: list[float]) -> dict[str, Any]:
@@ -579,22 +694,30 @@ def compare(base: Path, tmp: Path, n: int, rounds: int) -> dict[str, Any]:
     def mem(key: str) -> tuple[list[float], list[float]]:
         return [x.rss_mb for x in runs[key]], [x.pss_mb for x in runs[key]]
 
+    def cpu(key: str) -> dict[str, float]:
+        return cpu_per_record([x.cpu_s for x in runs[key]], n)
+
     systems = {
         "flink_bounded_e2e": {
             **figure([n / f.e2e_s for f in flink], *mem("flink")),
             "startup_s": spread([f.startup_s for f in flink if f.startup_s is not None], 1),
             # what the peak PSS above is made of (the round of the highest peak)
             "peak_pss_parts": max(flink, key=lambda f: f.pss_mb).pss_parts,
+            "cpu_us_per_record": cpu("flink"),
+            # where the launch-to-exit time goes: seconds from launch to each moment (medians)
+            "phases_s": median_phases([f.phases_s for f in flink]),
             "command": "python jobs/dlq_job.py --bounded --starting-offsets earliest",
         },
         "flink_steady": {"records_per_s": spread(steady) if steady else None},
         "plain_loop": {
             **figure([n / x.e2e_s for x in loop], *mem("loop")),
             "processing_records_per_s": spread([x.records / x.processing_s for x in loop]),
+            "cpu_us_per_record": cpu("loop"),
         },
         f"plain_loop_x{cores}": {
             **figure([n / x.e2e_s for x in xn], *mem("loop_xn")),
             "processing_records_per_s": spread([x.records / x.processing_s for x in xn]),
+            "cpu_us_per_record": cpu("loop_xn"),
         },
         "kafka_io": figure([x.records / x.processing_s for x in runs["io"]], *mem("io")),
         "udfs_only": figure([x.records / x.processing_s for x in runs["udfs"]], *mem("udfs")),

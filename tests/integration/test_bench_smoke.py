@@ -47,8 +47,18 @@ def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path
         assert system["exactly_once_checked"] is True, name
         assert system["records_per_s"]["median"] > 0 and system["peak_pss_mb"] > 0, name
         assert system["peak_pss_mb"] <= system["peak_rss_mb"], name
+        cpu = system["cpu_us_per_record"]  # the CPU by process adds up, the broker's included
+        assert cpu["broker"] > 0 and cpu["total"] > 0, (name, cpu)
+        assert abs(sum(v for k, v in cpu.items() if k != "total") - cpu["total"]) < 1, cpu
     job = report["systems"]["flink_bounded_e2e"]
     assert job["startup_s"]["median"] > 0
+    assert job["cpu_us_per_record"]["python_worker"] > 0, job["cpu_us_per_record"]
+    phases = job["phases_s"]  # each moment seen, in order (the sources may read before the
+    # Python operators' subtasks run)
+    assert None not in phases.values(), phases
+    order = ["job_created", "first_record_read", "last_record_read", "exit"]
+    assert [phases[k] for k in order] == sorted(phases[k] for k in order), phases
+    assert phases["job_created"] < phases["all_subtasks_running"] <= phases["exit"], phases
     parts = job["peak_pss_parts"]  # the peak's breakdown adds up to the peak
     assert {"launcher", "jvm", "python_worker"} <= set(parts), parts
     assert abs(sum(p["mb"] for p in parts.values()) - job["peak_pss_mb"]) <= len(parts), parts
