@@ -36,9 +36,9 @@ LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
         {"batch.max_records": 10_000, "batch.max_bytes": 8 * 1024 * 1024},
     ),
     "parallelism_1": ("one subtask per operator", {"job.parallelism": 1}),
-    "parallelism_2": (
-        "two subtasks per operator (one for each core; one of them reads two partitions)",
-        {"job.parallelism": 2},
+    "parallelism_3": (
+        "three subtasks per operator (one per input partition, a Python worker each)",
+        {"job.parallelism": 3},
     ),
     "thread_mode": ("Python inside the TaskManager JVM", {"job.python_execution_mode": "thread"}),
     "loopback": (
@@ -68,17 +68,23 @@ LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "jit_c2": (
         "tiered JIT up to C2 (the rest of the shipped JVM options kept)",
-        {"flink.local_jvm_options": ["-XX:+UseSerialGC", "-Xmn512m", "-XX:MetaspaceSize=256m"]},
+        {
+            "flink.local_jvm_options": [
+                "-XX:+UseSerialGC",
+                "-Xmx768m",
+                "-Xmn192m",
+                "-XX:MetaspaceSize=256m",
+            ]
+        },
     ),
     "gc_g1": (
-        "the G1 collector with its own sizing (C1 kept)",
-        {"flink.local_jvm_options": ["-XX:TieredStopAtLevel=1"]},
+        "the G1 collector with its own young sizing (C1 and the heap cap kept)",
+        {"flink.local_jvm_options": ["-XX:TieredStopAtLevel=1", "-Xmx768m"]},
     ),
-    "young_default": (
-        "the serial collector's default young generation and metaspace threshold",
-        {"flink.local_jvm_options": ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]},
+    "heap_1536m": (
+        "the mini-cluster JVM's heap capped at 1.5 GiB, 512 MiB of it young",
+        {"env": {"JVM_ARGS": "-Xmx1536m -Xmn512m"}},
     ),
-    "heap_1g": ("the mini-cluster JVM's heap capped at 1 GiB", {"env": {"JVM_ARGS": "-Xmx1g"}}),
     "producer_defaults": (
         "the sinks' producers with Kafka's default batching (16 KiB, 5 ms linger)",
         {"kafka.sink": {"linger.ms": "5", "batch.size": "16384"}},
