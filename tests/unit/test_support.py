@@ -247,7 +247,7 @@ def test_the_exception_line_is_what_python_prints(exc: BaseException) -> None:
 
 
 SHIPPED_JVM = "-XX:TieredStopAtLevel=1"
-SHIPPED_SIZES = "-Xmx1536m -Xmn512m -XX:MetaspaceSize=256m"
+SHIPPED_SIZES = "-Xmx768m -Xmn192m -XX:MetaspaceSize=256m"
 
 
 @pytest.mark.parametrize(
@@ -284,8 +284,8 @@ def test_local_jvm_options_must_be_options(tmp_path: Path) -> None:
     path = tmp_path / "job.yaml"
     text = (ROOT / "conf" / "job.yaml").read_text()
     shipped = (
-        "local_jvm_options:\n    [-XX:TieredStopAtLevel=1, -XX:+UseSerialGC, -Xmx1536m, "
-        "-Xmn512m, -XX:MetaspaceSize=256m]"
+        "local_jvm_options:\n    [-XX:TieredStopAtLevel=1, -XX:+UseSerialGC, -Xmx768m, "
+        "-Xmn192m, -XX:MetaspaceSize=256m]"
     )
     assert shipped in text
     path.write_text(text.replace(shipped, "local_jvm_options: -Xmx1g -Xss2m"))
