@@ -314,14 +314,17 @@ class SourceCounter(threading.Thread):
         self.stop = threading.Event()
 
     def _watch_tasks(self, polled: float) -> None:
-        """Notes the job's creation and the first poll that finds every subtask running."""
+        """Notes the job's creation and the first poll that finds every subtask running (or
+        finished)."""
         for job in running_jobs(self.rest):
             detail = rest(self.rest, f"/jobs/{job}")
             if self.created is None:
                 ago_s = detail["now"] / 1000 - detail["timestamps"]["CREATED"] / 1000
                 self.created = polled - ago_s
             counts = [v["tasks"] for v in detail["vertices"]]
-            if counts and all(c.get("RUNNING", 0) == sum(c.values()) for c in counts):
+            # running, or already done (a bounded source can finish before the last opens)
+            up = ("RUNNING", "FINISHED")
+            if counts and all(sum(c.get(k, 0) for k in up) == sum(c.values()) for c in counts):
                 # between this poll and the one before, like first_read
                 before = self.samples[-1][0] if self.samples else polled
                 self.all_running = (before + polled) / 2
