@@ -53,12 +53,14 @@ def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path
     job = report["systems"]["flink_bounded_e2e"]
     assert job["startup_s"]["median"] > 0
     assert job["cpu_us_per_record"]["python_worker"] > 0, job["cpu_us_per_record"]
-    phases = job["phases_s"]  # each moment seen, in order (the sources may read before the
-    # Python operators' subtasks run)
-    assert None not in phases.values(), phases
+    phases = job["phases_s"]  # the moments in order (the sources may read before the Python
+    # operators' subtasks run; a run this tiny can start its last subtask and end between two
+    # polls, so that moment may be missing here, never in a real run's seconds of work)
     order = ["job_created", "first_record_read", "last_record_read", "exit"]
+    assert None not in [phases[k] for k in order], phases
     assert [phases[k] for k in order] == sorted(phases[k] for k in order), phases
-    assert phases["job_created"] < phases["all_subtasks_running"] <= phases["exit"], phases
+    if phases["all_subtasks_running"] is not None:
+        assert phases["job_created"] < phases["all_subtasks_running"] <= phases["exit"], phases
     parts = job["peak_pss_parts"]  # the peak's breakdown adds up to the peak
     assert {"launcher", "jvm", "python_worker"} <= set(parts), parts
     assert abs(sum(p["mb"] for p in parts.values()) - job["peak_pss_mb"]) <= len(parts), parts
