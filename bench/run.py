@@ -107,7 +107,6 @@ class Usage(threading.Thread):
         self.pss = 0
         self.parts: dict[str, dict[str, int]] = {}
         self.cpu: dict[tuple[int, float], tuple[str, float]] = {}  # (pid, start) -> kind, s
-        self.kinds: dict[tuple[int, float], str] = {}
         self.broker = broker_process()
         self.broker_start = _cpu_s(self.broker) if self.broker else 0.0
         self.broker_cpu = 0.0
@@ -125,9 +124,8 @@ class Usage(threading.Thread):
                     for proc in [root, *root.children(recursive=True)]:
                         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                             key = (proc.pid, proc.create_time())
-                            kind = self.kinds.get(key) or self.kinds.setdefault(
-                                key, _part(proc, self.roots, self.root_kind)
-                            )
+                            seen = self.cpu.get(key)
+                            kind = seen[0] if seen else _part(proc, self.roots, self.root_kind)
                             self.cpu[key] = (kind, _cpu_s(proc))
                             if not memory:
                                 continue
