@@ -8,16 +8,23 @@ and run again sends every record exactly once. The transactional id is fixed per
 second drain of the same spool fences the first.
 
 A record the input topic refuses now for good (too large, not authorised) goes to its DLQ in
-a ``delivery`` envelope instead, in the same transaction as its ledger entry. Records
-librdkafka reported as possibly persisted when they were spooled are sent all the same and
-counted: they may be in their topic twice, which no producer can rule out.
+a ``delivery`` envelope instead, in the same transaction as its ledger entry.
+
+A record spooled as possibly persisted (sent without an answer, or put back in the queue
+after a failed request) may be in its topic already. Before sending, a drain looks for each
+one there: a committed record with the same key, value, headers and timestamp, between the
+record's timestamp and ``LATE_APPEND_MS`` after it was spooled. One found is not sent again
+(counted in ``already_in_topic``); one not found is sent. A record appended later than that
+window (a request a broker held for minutes) or on a topic that stamps its own timestamps
+(``LogAppendTime``) is not found, and may then be in its topic twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,12 +34,15 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from ingest.producer import TOO_LARGE, UNREACHED
 from ingest.spool import LocalSpool, S3Spool, SpooledRecord, decode_segment
-from kafkaio import ledger
+from kafkaio import ledger, scan
 from udfs.envelope import build_delivery_envelope, claim_checked, encode
 
 # Records per transaction: a commit costs a round trip to the coordinator and the partitions.
 TRANSACTION_RECORDS = 10_000
 TRANSACTION_SECONDS = 2.0
+# How long after its send gave up a possibly persisted record may still be appended: a request
+# the broker had taken but not answered when the producer purged it.
+LATE_APPEND_MS = 5 * 60_000
 
 
 class DrainError(RuntimeError):
@@ -45,6 +55,7 @@ class DrainSummary(ledger.RunSummary):
     drained: int = 0
     dead_lettered: int = 0
     already_drained: int = 0
+    already_in_topic: int = 0
     possibly_persisted: int = 0
     segments_removed: int = 0
     segments_busy: int = 0
@@ -104,6 +115,7 @@ class Drainer:
                 }
             )
         done = ledger.load(self.conf, self.ledger_topic, ledger.SPOOL_PREFIX)
+        written = self._written_already(done) if producer is not None else set()
         self._started, self._sent = time.monotonic(), 0
         for name in self.spool.segments():
             with self.spool.claim_segment(name) as data:
@@ -115,6 +127,9 @@ class Drainer:
                 for rec in contents:
                     if ledger.spool_key(rec.id) in done:
                         self.summary.already_drained += 1
+                        progress(1)
+                    elif rec.id in written:
+                        self.summary.already_in_topic += 1
                         progress(1)
                     else:
                         todo.append(rec)
@@ -133,6 +148,34 @@ class Drainer:
                 self.spool.remove(name)
                 self.summary.segments_removed += 1
         return self.summary
+
+    def _written_already(self, done: set[bytes]) -> set[str]:
+        """The ids of the possibly persisted records still to drain that are in their topic
+        already (see the module's docstring)."""
+        wanted: dict[str, list[SpooledRecord]] = defaultdict(list)
+        for name in self.spool.segments():
+            with self.spool.claim_segment(name) as data:
+                if data is None:
+                    continue
+                for rec in decode_segment(data, name).records:
+                    if (
+                        rec.kind == "record"
+                        and rec.possibly_persisted
+                        and rec.timestamp is not None
+                        and ledger.spool_key(rec.id) not in done
+                    ):
+                        wanted[rec.topic].append(rec)
+        found: set[str] = set()
+        for topic, records in wanted.items():
+            for since, until, group in windows(records, LATE_APPEND_MS):
+                left: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+                for rec in group:
+                    left[(rec.key, rec.value, rec.headers, rec.timestamp)].append(rec.id)
+                for msg in scan.read_between_times(self.conf, topic, since, until):
+                    ids = left.get((msg.key, msg.value, msg.headers, msg.timestamp))
+                    if ids:
+                        found.add(ids.pop())
+        return found
 
     def _read(self, name: str, data: bytes) -> list[SpooledRecord]:
         contents = decode_segment(data, name)
@@ -251,3 +294,31 @@ def _describe(rec: SpooledRecord) -> dict[str, Any]:
         "spooled_at": rec.spooled_at,
         "reason": rec.reason,
     }
+
+
+def windows(
+    records: Iterable[SpooledRecord], late_ms: int
+) -> Iterator[tuple[int, int, list[SpooledRecord]]]:
+    """Where in time each record may have landed (from its timestamp to ``late_ms`` after it
+    was spooled), overlapping spans merged: ``(since_ms, until_ms, records)``, in time order.
+    Every record must have a timestamp."""
+    spans = sorted(
+        ((rec.timestamp or 0, _ms(rec.spooled_at) + late_ms, rec) for rec in records),
+        key=lambda span: span[:2],
+    )
+    group: list[SpooledRecord] = []
+    since = until = 0
+    for start, end, rec in spans:
+        if group and start > until:
+            yield since, until, group
+            group = []
+        if not group:
+            since, until = start, end
+        group.append(rec)
+        until = max(until, end)
+    if group:
+        yield since, until, group
+
+
+def _ms(iso: str) -> int:
+    return round(datetime.fromisoformat(iso).timestamp() * 1000)

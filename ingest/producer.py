@@ -13,10 +13,13 @@ because librdkafka has already retried what can be retried within the timeout. S
 - if the spool cannot take it either, ``send`` raises :class:`IngestError` and reports
   nothing as sent, so the caller (a Lambda) fails and retries the batch.
 
-A send that reaches its deadline purges what is still queued (never sent: not persisted) and
-then what is in flight (sent without an answer: possibly persisted, librdkafka's
-``PossiblyPersisted``). Possibly persisted records are flagged in their envelope and in the
-spool: draining or replaying them may duplicate them, and nothing a producer can do knows.
+A send that reaches its deadline purges what is still queued, then what is in flight. Both
+count as possibly persisted: a record in flight was sent without an answer, and a queued one
+may have been sent too, in a request that failed (a broker going away), after which librdkafka
+puts it back in the queue to retry it. librdkafka knows each record's status
+(``rd_kafka_message_status``), but confluent-kafka does not expose it, and the error a purge
+reports (``_PURGE_QUEUE``) does not tell. Possibly persisted records are flagged in their
+envelope and in the spool; ``dlq spool drain`` looks for each in its topic before it sends it.
 """
 
 from __future__ import annotations
@@ -37,19 +40,20 @@ from udfs.record import Headers
 
 LOG = logging.getLogger("marketlag.ingest.kafka")
 
-# Delivery errors after which the record may be in the topic all the same.
+# Delivery errors after which the record may be in the topic all the same. A queued record
+# (purged, or timed out in the queue) may be one put back after a failed request.
 POSSIBLY_PERSISTED = {
     KafkaError._PURGE_INFLIGHT,
+    KafkaError._PURGE_QUEUE,
     KafkaError._MSG_TIMED_OUT,
+    KafkaError._TIMED_OUT_QUEUE,
     KafkaError.REQUEST_TIMED_OUT,
     KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
 }
 # The input did not take the record because it could not be reached in time: hold the record
 # itself (drain sends it to its topic), not an envelope.
 UNREACHED = POSSIBLY_PERSISTED | {
-    KafkaError._PURGE_QUEUE,
     KafkaError._TIMED_OUT,
-    KafkaError._TIMED_OUT_QUEUE,
     KafkaError._TRANSPORT,
     KafkaError._ALL_BROKERS_DOWN,
 }

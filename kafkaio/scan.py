@@ -132,6 +132,37 @@ def read_raw_to_end(
     return _to_end(c, ends, timeout_s)
 
 
+def read_between_times(
+    conf: Mapping[str, str],
+    topic: str,
+    since_ms: int,
+    until_ms: int,
+    timeout_s: float = 120,
+) -> Iterator[Message]:
+    """The committed messages of ``topic`` from the first whose timestamp is ``since_ms`` or
+    later to the first whose timestamp is ``until_ms`` or later (or to the end offsets present
+    now, if none is), in each partition: Kafka's time index (``offsets_for_times``) gives both.
+    A message appended after one stamped ``until_ms`` or later is not read, whatever its own
+    timestamp."""
+    c = consumer(conf)
+    try:
+        marks = watermarks(c, [topic])
+        parts = sorted(p for _, p in marks)
+        starts = c.offsets_for_times([TopicPartition(topic, p, since_ms) for p in parts], 15)
+        stops = c.offsets_for_times([TopicPartition(topic, p, until_ms) for p in parts], 15)
+        ends, assignment = {}, []
+        for start, stop in zip(starts, stops, strict=True):
+            end = stop.offset if stop.offset >= 0 else marks[(topic, start.partition)][1]
+            if 0 <= start.offset < end:  # -1: no message that late
+                ends[(topic, start.partition)] = end
+                assignment.append(TopicPartition(topic, start.partition, start.offset))
+        c.assign(assignment)
+    except BaseException:
+        c.close()
+        raise
+    return map(message_of, _to_end(c, ends, timeout_s))
+
+
 def _to_end(c: Consumer, ends: dict[tuple[str, int], int], timeout_s: float) -> Iterator[Any]:
     try:
         pending = set(ends)

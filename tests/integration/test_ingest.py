@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -26,7 +27,7 @@ from confluent_kafka.admin import (
 
 from ingest import handlers
 from ingest.producer import IngestError
-from ingest.spool import LocalSpool, decode_segment
+from ingest.spool import LocalSpool, SpooledRecord, decode_segment
 from kafkaio import acl, ledger
 from kafkaio.admin import ensure_project_topics, retention_ms, wait_for_broker
 from tests.conftest import SecureBroker
@@ -221,18 +222,22 @@ def test_broker_down_mid_stream_spools_then_drain_and_the_job_take_every_record(
             assert data is not None
             held += decode_segment(data, name).records
     assert len(held) == spooled
-    maybe_twice = Counter(r.value for r in held if r.possibly_persisted)
+    flagged = sum(r.possibly_persisted for r in held)
 
+    # Drain looks for the possibly persisted ones in the input first: each spooled record
+    # ends up there exactly once.
     drain = dlq_cli(path, "spool", "drain", "--json")
     assert drain.returncode == 0, drain.stderr
     doc = json.loads(drain.stdout)
-    assert (doc["drained"], doc["possibly_persisted"]) == (spooled, sum(maybe_twice.values()))
+    assert doc["drained"] + doc["already_in_topic"] == spooled
+    assert doc["possibly_persisted"] + doc["already_in_topic"] == flagged
     assert spool.segments() == [], "drained segments are deleted"
 
     # What timed out at the input while the DLQ took it (the broker came back between the
     # two) is in the DLQ: an operator replays it, then everything is in the input.
     dead = read_all(bootstrap, [rss.dlq])
     assert all(decode(m.value or b"")["error"]["category"] == "delivery" for m in dead)
+    maybe_twice: Counter[bytes] = Counter()
     for m in dead:  # possibly persisted at the input too: its replay may be a second copy
         envelope = decode(m.value or b"")
         if envelope["error"]["possibly_persisted"]:
@@ -245,8 +250,9 @@ def test_broker_down_mid_stream_spools_then_drain_and_the_job_take_every_record(
     for value, count in in_kafka.items():
         assert count == 1 or count <= 1 + maybe_twice[value], f"duplicated: {value[:60]!r}"
     print(
-        f"sent {len(sender.sent)}, spooled {spooled}, dead-lettered {len(dead)}, possibly "
-        f"persisted {sum(maybe_twice.values())}, duplicates "
+        f"sent {len(sender.sent)}, spooled {spooled} ({flagged} possibly persisted, "
+        f"{doc['already_in_topic']} found in the input by drain), dead-lettered {len(dead)} "
+        f"({sum(maybe_twice.values())} possibly persisted), duplicates "
         f"{sum(in_kafka.values()) - len(in_kafka)}"
     )
 
@@ -306,6 +312,48 @@ def test_drain_killed_mid_transaction_and_run_again_sends_each_record_once(
     assert len(written) == n and set(written.values()) == {1}, "lost or duplicated"
     uncommitted = read_all(bootstrap, [rss.input], "read_uncommitted")
     assert len(uncommitted) > n, "the killed drain had no records in an open transaction"
+
+
+def test_drain_sends_a_possibly_persisted_record_only_if_its_topic_lacks_it(
+    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, config = setup(tmp_path, bootstrap, monkeypatch)
+    rss = config.feeds["rss"]
+    now = int(datetime.now(UTC).timestamp() * 1000)
+
+    def spooled(n: int, ts: int) -> SpooledRecord:
+        return SpooledRecord(
+            kind="record",
+            topic=rss.input,
+            dlq_topic=rss.dlq,
+            key=f"e-{n}".encode(),
+            value=orjson.dumps(rss_item(n)),
+            headers=(("trace", f"t-{n}".encode()),),
+            timestamp=ts,
+            possibly_persisted=True,
+            reason="_PURGE_INFLIGHT: Purged in flight",
+        )
+
+    landed = spooled(1, now - 5_000)  # its send timed out, but the broker had written it
+    lost = spooled(2, now - 4_000)  # its send timed out before the broker wrote it
+    resent = spooled(3, now - 3_000)  # the same bytes written before, by an earlier send
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for rec, ts in [(landed, landed.timestamp), (resent, now - 90_000)]:
+        producer.produce(rss.input, rec.value, rec.key, headers=list(rec.headers), timestamp=ts)
+    assert producer.flush(30) == 0
+    LocalSpool(tmp_path / "spool").append([landed, lost, resent])
+
+    drain = dlq_cli(path, "spool", "drain", "--json")
+
+    assert drain.returncode == 0, drain.stderr
+    doc = json.loads(drain.stdout)
+    assert (doc["drained"], doc["already_in_topic"], doc["possibly_persisted"]) == (2, 1, 2)
+    written = Counter(
+        (m.key, m.value, m.headers, m.timestamp) for m in read_all(bootstrap, [rss.input])
+    )
+    expected = [(r.key, r.value, r.headers, r.timestamp) for r in (landed, lost, resent)]
+    expected.append((resent.key, resent.value, resent.headers, now - 90_000))
+    assert written == Counter(expected), "a record lost, or sent twice"
 
 
 @pytest.fixture
