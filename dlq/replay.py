@@ -7,6 +7,11 @@ skips what it lists, so a replay killed at any point and run again writes every 
 record exactly once, and a later replay with another selection never repeats one either. The
 transactional id is fixed per DLQ topic: a second replay of the same topic fences the first.
 Records already replayed ``max_replays`` times go to the parking lot instead.
+
+A ``delivery`` envelope flagged ``possibly_persisted`` (an ingest producer gave up on a record
+that the input topic may have written all the same) is replayed to its topic only if the
+topic does not hold the record already (``kafkaio.scan.find_written``); one found gets a
+ledger entry and is counted in ``already_in_topic``. These are replayed after the others.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from dlq.stats import fingerprint
 from ingest.spool import SpoolError, fetch_claim
 from kafkaio import ledger
 from kafkaio.ledger import topic_id
-from kafkaio.scan import DlqRecord, consumer, read_dlq, topic_size
+from kafkaio.scan import DlqRecord, Sought, consumer, find_written, read_dlq, topic_size
 from udfs.envelope import REPLAY_COUNT_HEADER, EnvelopeError
+from udfs.errors import Category
 
 FixFunction = Callable[[bytes | None, dict[str, Any]], bytes | None]
 # Records per transaction: a commit costs a round trip to the coordinator and the partitions.
@@ -76,6 +82,7 @@ class Summary(ledger.RunSummary):
     skipped: int = 0
     failed: int = 0
     already_replayed: int = 0
+    already_in_topic: int = 0
     not_envelopes: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -165,12 +172,58 @@ class Replayer:
             max_seconds=TRANSACTION_SECONDS,
             rate=self.rate,
         ) as txns:
+            sought: dict[str, list[Sought]] = {}  # by topic
+            later: list[tuple[DlqRecord, bytes]] = []
             for rec, key in self._selected(scan, done, prefix, progress):
-                txns.begin()
-                outcome = self._write(producer, rec)
-                if outcome is not None:  # the entry commits or aborts with its record
-                    txns.ledger(key, outcome, self.to or rec.envelope.topic)  # type: ignore[union-attr]
+                maybe = self._sought(rec, key)
+                if maybe is None:
+                    self._replay(txns, producer, rec, key)
+                    continue
+                sought.setdefault(rec.envelope.topic, []).append(maybe)  # type: ignore[union-attr]
+                later.append((rec, key))
+            if later:
+                txns.commit()  # the look-up reads the input topic: no transaction waits on it
+                found: set[str] = set()
+                for topic, records in sought.items():
+                    found |= find_written(self.conf, topic, records)
+                for rec, key in later:
+                    if key.decode() in found:
+                        txns.begin()
+                        txns.ledger(key, "already-in-topic", rec.envelope.topic)  # type: ignore[union-attr]
+                        self.summary.already_in_topic += 1
+                    else:
+                        self._replay(txns, producer, rec, key)
         return self.summary
+
+    def _replay(
+        self, txns: ledger.Transactions, producer: Producer, rec: DlqRecord, key: bytes
+    ) -> None:
+        txns.begin()
+        outcome = self._write(producer, rec)
+        if outcome is not None:  # the entry commits or aborts with its record
+            txns.ledger(key, outcome, self.to or rec.envelope.topic)  # type: ignore[union-attr]
+
+    def _sought(self, rec: DlqRecord, key: bytes) -> Sought | None:
+        """The record to look for in its topic before replaying it: a delivery envelope
+        flagged possibly persisted, replayed to its own topic and not --fix'ed."""
+        env = rec.envelope
+        if (
+            env is None
+            or self.to is not None
+            or self.fix is not None
+            or env.category != Category.DELIVERY
+            or env.error.get("possibly_persisted") is not True
+            or env.failed_at is None
+        ):
+            return None
+        try:
+            orig = env.original(fetch_claim)
+        except (SpoolError, EnvelopeError):
+            return None  # replaying it reports why
+        if orig.timestamp is None:
+            return None
+        gave_up = round(env.failed_at.timestamp() * 1000)
+        return Sought(key.decode(), orig.key, orig.value, orig.headers, orig.timestamp, gave_up)
 
     def _selected(
         self,

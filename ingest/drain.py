@@ -12,8 +12,8 @@ a ``delivery`` envelope instead, in the same transaction as its ledger entry.
 
 A record spooled as possibly persisted (sent without an answer, or put back in the queue
 after a failed request) may be in its topic already. Before sending, a drain looks for each
-one there: a committed record with the same key, value, headers and timestamp, between the
-record's timestamp and ``LATE_APPEND_MS`` after it was spooled. One found is not sent again
+one there (``kafkaio.scan.find_written``: the same key, value, headers and timestamp, from
+the record's timestamp to a few minutes after it was spooled). One found is not sent again
 (counted in ``already_in_topic``); one not found is sent. A record appended later than that
 window (a request a broker held for minutes) or on a topic that stamps its own timestamps
 (``LogAppendTime``) is not found, and may then be in its topic twice.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,9 +40,6 @@ from udfs.envelope import build_delivery_envelope, claim_checked, encode
 # Records per transaction: a commit costs a round trip to the coordinator and the partitions.
 TRANSACTION_RECORDS = 10_000
 TRANSACTION_SECONDS = 2.0
-# How long after its send gave up a possibly persisted record may still be appended: a request
-# the broker had taken but not answered when the producer purged it.
-LATE_APPEND_MS = 5 * 60_000
 
 
 class DrainError(RuntimeError):
@@ -152,7 +149,7 @@ class Drainer:
     def _written_already(self, done: set[bytes]) -> set[str]:
         """The ids of the possibly persisted records still to drain that are in their topic
         already (see the module's docstring)."""
-        wanted: dict[str, list[SpooledRecord]] = defaultdict(list)
+        sought: dict[str, list[scan.Sought]] = defaultdict(list)
         for name in self.spool.segments():
             with self.spool.claim_segment(name) as data:
                 if data is None:
@@ -164,17 +161,19 @@ class Drainer:
                         and rec.timestamp is not None
                         and ledger.spool_key(rec.id) not in done
                     ):
-                        wanted[rec.topic].append(rec)
+                        sought[rec.topic].append(
+                            scan.Sought(
+                                rec.id,
+                                rec.key,
+                                rec.value,
+                                rec.headers,
+                                rec.timestamp,
+                                _ms(rec.spooled_at),
+                            )
+                        )
         found: set[str] = set()
-        for topic, records in wanted.items():
-            for since, until, group in windows(records, LATE_APPEND_MS):
-                left: dict[tuple[Any, ...], list[str]] = defaultdict(list)
-                for rec in group:
-                    left[(rec.key, rec.value, rec.headers, rec.timestamp)].append(rec.id)
-                for msg in scan.read_between_times(self.conf, topic, since, until):
-                    ids = left.get((msg.key, msg.value, msg.headers, msg.timestamp))
-                    if ids:
-                        found.add(ids.pop())
+        for topic, records in sought.items():
+            found |= scan.find_written(self.conf, topic, records)
         return found
 
     def _read(self, name: str, data: bytes) -> list[SpooledRecord]:
@@ -294,30 +293,6 @@ def _describe(rec: SpooledRecord) -> dict[str, Any]:
         "spooled_at": rec.spooled_at,
         "reason": rec.reason,
     }
-
-
-def windows(
-    records: Iterable[SpooledRecord], late_ms: int
-) -> Iterator[tuple[int, int, list[SpooledRecord]]]:
-    """Where in time each record may have landed (from its timestamp to ``late_ms`` after it
-    was spooled), overlapping spans merged: ``(since_ms, until_ms, records)``, in time order.
-    Every record must have a timestamp."""
-    spans = sorted(
-        ((rec.timestamp or 0, _ms(rec.spooled_at) + late_ms, rec) for rec in records),
-        key=lambda span: span[:2],
-    )
-    group: list[SpooledRecord] = []
-    since = until = 0
-    for start, end, rec in spans:
-        if group and start > until:
-            yield since, until, group
-            group = []
-        if not group:
-            since, until = start, end
-        group.append(rec)
-        until = max(until, end)
-    if group:
-        yield since, until, group
 
 
 def _ms(iso: str) -> int:

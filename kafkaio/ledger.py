@@ -125,6 +125,13 @@ class Transactions:
             self.producer.abort_transaction(30)
         self.open = False
 
+    def commit(self) -> None:
+        """Commits the open transaction, if any (before a pause longer than a transaction
+        should stay open)."""
+        if self.open:
+            self.producer.commit_transaction(60)
+            self.open = False
+
     def begin(self) -> None:
         """Opens a transaction unless one is open (call before producing a record)."""
         if not self.open:

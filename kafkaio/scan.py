@@ -1,4 +1,5 @@
-"""Reading DLQ topics: every committed record, from the beginning to the current end.
+"""Reading topics: every committed record of DLQ topics, from the beginning to the current
+end; the records of a topic between two times; records that may be in a topic already.
 
 "The end" is fixed when the scan starts (the partitions' end offsets), so a scan finishes
 even while the job keeps writing. Records are read ``read_committed``, as any consumer of the
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,10 @@ from udfs.record import Headers, SourceRecord
 
 # One Kafka record as read: the record type of the whole project (udfs.record.SourceRecord).
 Message = SourceRecord
+
+# How long after a producer gave up on a record the record may still be appended: a request
+# the broker had taken but not answered when the producer purged it.
+LATE_APPEND_MS = 5 * 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,3 +211,53 @@ def read_dlq(conf: Mapping[str, str], topics: Sequence[str]) -> Iterator[DlqReco
     """The committed records of DLQ topics with their envelopes parsed (fetching starts now,
     as for :func:`read_to_end`)."""
     return map(dlq_record, read_to_end(conf, topics))
+
+
+@dataclass(frozen=True, slots=True)
+class Sought:
+    """A record a producer gave up on that may be in its topic all the same (librdkafka's
+    "possibly persisted"): what identifies it, and when it may have been appended, from its
+    own timestamp to ``gave_up_ms`` plus :data:`LATE_APPEND_MS`."""
+
+    id: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp: int
+    gave_up_ms: int
+
+
+def windows(
+    sought: Iterable[Sought], late_ms: int = LATE_APPEND_MS
+) -> Iterator[tuple[int, int, list[Sought]]]:
+    """Where in time each record may have landed, overlapping spans merged: ``(since_ms,
+    until_ms, records)``, in time order."""
+    group: list[Sought] = []
+    since = until = 0
+    for rec in sorted(sought, key=lambda r: (r.timestamp, r.gave_up_ms)):
+        if group and rec.timestamp > until:
+            yield since, until, group
+            group = []
+        if not group:
+            since, until = rec.timestamp, rec.gave_up_ms + late_ms
+        group.append(rec)
+        until = max(until, rec.gave_up_ms + late_ms)
+    if group:
+        yield since, until, group
+
+
+def find_written(conf: Mapping[str, str], topic: str, sought: Iterable[Sought]) -> set[str]:
+    """The ids of the ``sought`` records that ``topic`` holds: a committed record with the same
+    key, value, headers and timestamp where each may have landed. One found record accounts for
+    one sought record. Not found: a record appended later than the window, or one a topic with
+    ``LogAppendTime`` stamped anew."""
+    found: set[str] = set()
+    for since, until, group in windows(sought):
+        left: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+        for rec in group:
+            left[(rec.key, rec.value, rec.headers, rec.timestamp)].append(rec.id)
+        for msg in read_between_times(conf, topic, since, until):
+            ids = left.get((msg.key, msg.value, msg.headers, msg.timestamp))
+            if ids:
+                found.add(ids.pop())
+    return found

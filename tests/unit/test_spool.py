@@ -5,14 +5,12 @@ from __future__ import annotations
 import itertools
 import os
 import zlib
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.drain import windows
 from ingest.spool import (
     ORPHAN_AGE_S,
     LocalSpool,
@@ -23,6 +21,7 @@ from ingest.spool import (
     fetch_claim,
     summarise,
 )
+from kafkaio.scan import Sought, windows
 
 maybe_bytes = st.one_of(st.none(), st.binary(max_size=300))
 records = st.builds(
@@ -136,31 +135,18 @@ def test_claims_are_stored_once_and_checked(tmp_path: Path) -> None:
 
 
 @given(st.lists(st.tuples(st.integers(0, 10**7), st.integers(0, 10**7)), min_size=1, max_size=30))
-def test_drain_windows_cover_each_record_once_and_do_not_overlap(
+def test_lookup_windows_cover_each_record_once_and_do_not_overlap(
     spans: list[tuple[int, int]],
 ) -> None:
-    """Drain looks for a possibly persisted record between its timestamp and ``late_ms``
-    after it was spooled: each record in exactly one window that covers that span, the
+    """A possibly persisted record is looked for between its timestamp and ``late_ms`` after
+    its producer gave up: each record in exactly one window that covers that span, the
     windows apart and in time order."""
     late = 1000
-    recs = [
-        SpooledRecord(
-            kind="record",
-            topic="t",
-            dlq_topic="d",
-            key=None,
-            value=b"v",
-            timestamp=ts,
-            spooled_at=datetime.fromtimestamp((ts + wait) / 1000, UTC).isoformat(),
-        )
-        for ts, wait in spans
-    ]
-    found = list(windows(recs, late))
-    assert sorted(r.id for _, _, group in found for r in group) == sorted(r.id for r in recs)
-    spooled_ms = {r.id: ts + wait for r, (ts, wait) in zip(recs, spans, strict=True)}
+    sought = [Sought(str(i), None, b"v", (), ts, ts + wait) for i, (ts, wait) in enumerate(spans)]
+    found = list(windows(sought, late))
+    assert sorted(r.id for _, _, group in found for r in group) == sorted(r.id for r in sought)
     for since, until, group in found:
         for r in group:
-            assert r.timestamp is not None
-            assert since <= r.timestamp and spooled_ms[r.id] + late <= until
+            assert since <= r.timestamp and r.gave_up_ms + late <= until
     for (_, until, _), (since, _, _) in itertools.pairwise(found):
         assert until < since
