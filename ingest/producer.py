@@ -25,6 +25,7 @@ envelope and in the spool; ``dlq spool drain`` looks for each in its topic befor
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -232,48 +233,63 @@ class IngestProducer:
         producer = self._client()
         if not isinstance(records, list | tuple):
             records = list(records)
+        # Every record of a send without a timestamp of its own gets the send's: librdkafka
+        # gives none back with a record it purged, and drain and replay look for a possibly
+        # persisted record in its topic by its timestamp (and it keeps its creation time).
+        stamp = time.time_ns() // 1_000_000
+        stamped: dict[tuple[bytes | None, bytes | None], int] = {}  # a record's own timestamp
         produce, topic = producer.produce, topics.input
         for rec in records:  # the hot loop: a bare producer's Python and one check
             value = rec.value
             if value.__class__ is bytes and not rec.headers and not rec.timestamp:
                 try:
-                    produce(topic, value, rec.key)  # positional: keywords cost the call a dict
+                    # positional (a keyword costs the call a dict): partition -1 (the
+                    # partitioner's choice), callback and on_delivery None (the producer's)
+                    produce(topic, value, rec.key, -1, None, None, stamp)
                     continue
                 except BufferError:
                     pass  # the queue is full: the slow path waits for room
                 except KafkaException as e:  # refused before it was queued (e.g. too large)
-                    failures.append(_refused(rec, value, e.args[0]))
+                    failures.append(_refused(rec, value, e.args[0], stamp))
                     continue
-            self._produce_one(producer, topic, rec, failures)
+            self._produce_one(producer, topic, rec, failures, stamp, stamped)
         produced = len(records) - len(failures)
         reports = self._settle(producer, self.config.ingest.delivery_timeout_ms)
         report.acknowledged = produced - len(reports)
-        failures += [_failure(err, msg) for err, msg in reports]
+        failures += [_failure(err, msg, stamp, stamped) for err, msg in reports]
         if failures:
             self._dead_letter(producer, topics, failures, report)
         return report
 
     def _produce_one(
-        self, producer: Producer, topic: str, rec: OutRecord, failures: list[Failure]
+        self,
+        producer: Producer,
+        topic: str,
+        rec: OutRecord,
+        failures: list[Failure],
+        stamp: int,
+        stamped: dict[tuple[bytes | None, bytes | None], int],
     ) -> None:
         """What the hot loop leaves aside: a value to serialise, headers, a timestamp, a full
-        queue. A record refused before it was queued goes to ``failures``."""
+        queue. A record refused before it was queued goes to ``failures``; one with its own
+        timestamp is noted in ``stamped``."""
         value = rec.value
         if value is not None and not isinstance(value, bytes):
             try:
                 value = serialise(value)
             except (TypeError, ValueError) as e:
-                failures.append(_unserialisable(rec, e))
+                failures.append(_unserialisable(rec, e, stamp))
                 return
         kwargs: dict[str, Any] = {"value": value, "key": rec.key}
         if rec.headers:
             kwargs["headers"] = list(rec.headers)
+        kwargs["timestamp"] = rec.timestamp or stamp
         if rec.timestamp:
-            kwargs["timestamp"] = rec.timestamp
+            stamped[(rec.key, value)] = rec.timestamp
         try:
             self._produce(producer, topic, **kwargs)
         except KafkaException as e:
-            failures.append(_refused(rec, value, e.args[0]))
+            failures.append(_refused(rec, value, e.args[0], stamp))
 
     def _dead_letter(
         self, producer: Producer, topics: FeedTopics, failures: list[Failure], report: SendReport
@@ -384,13 +400,21 @@ class IngestProducer:
             self._producer = None
 
 
-def _failure(err: KafkaError, msg: Any) -> Failure:
+def _failure(
+    err: KafkaError,
+    msg: Any,
+    stamp: int,
+    stamped: dict[tuple[bytes | None, bytes | None], int],
+) -> Failure:
+    """A failed delivery report's record. Its timestamp: the report's, else (a purged record
+    has none) the one it was produced with."""
     code = err.code()
+    key, value = msg.key(), msg.value()
     return Failure(
-        msg.key(),
-        msg.value(),
+        key,
+        value,
         _headers(msg.headers()),
-        _timestamp(msg),
+        _timestamp(msg) or (stamped.get((key, value), stamp) if stamped else stamp),
         err.name(),
         err.str(),
         err.retriable(),
@@ -399,12 +423,12 @@ def _failure(err: KafkaError, msg: Any) -> Failure:
     )
 
 
-def _refused(rec: OutRecord, value: bytes | None, err: KafkaError) -> Failure:
+def _refused(rec: OutRecord, value: bytes | None, err: KafkaError, stamp: int) -> Failure:
     return Failure(
         rec.key,
         value,
         rec.headers,
-        rec.timestamp,
+        rec.timestamp or stamp,
         err.name(),
         err.str(),
         err.retriable(),
@@ -413,12 +437,12 @@ def _refused(rec: OutRecord, value: bytes | None, err: KafkaError) -> Failure:
     )
 
 
-def _unserialisable(rec: OutRecord, exc: Exception) -> Failure:
+def _unserialisable(rec: OutRecord, exc: Exception, stamp: int) -> Failure:
     return Failure(
         rec.key,
         _best_effort_bytes(rec.value),
         rec.headers,
-        rec.timestamp,
+        rec.timestamp or stamp,
         type(exc).__name__,
         f"the value cannot be serialised ({exc}); the payload holds what could be kept of it",
         False,

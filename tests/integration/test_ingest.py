@@ -222,6 +222,7 @@ def test_broker_down_mid_stream_spools_then_drain_and_the_job_take_every_record(
             assert data is not None
             held += decode_segment(data, name).records
     assert len(held) == spooled
+    assert all(r.timestamp for r in held), "a spooled record without its creation time"
     flagged = sum(r.possibly_persisted for r in held)
 
     # Drain looks for the possibly persisted ones in the input first: each spooled record
