@@ -19,7 +19,8 @@ may have been sent too, in a request that failed (a broker going away), after wh
 puts it back in the queue to retry it. librdkafka knows each record's status
 (``rd_kafka_message_status``), but confluent-kafka does not expose it, and the error a purge
 reports (``_PURGE_QUEUE``) does not tell. Possibly persisted records are flagged in their
-envelope and in the spool; ``dlq spool drain`` looks for each in its topic before it sends it.
+envelope and in the spool; ``dlq spool drain`` and ``dlq replay`` look for each in its topic
+before they send it again.
 """
 
 from __future__ import annotations
