@@ -89,6 +89,16 @@ def job_tables(doc: dict[str, Any]) -> list[str]:
         f"\nDLQ overhead at 5% bad (1 - steady at 5% / steady at 0%, per round): "
         f"median {median}, range {span}."
     )
+    if "cpu_overhead_at_5pct" in over:
+        median, span = _spread(over["cpu_overhead_at_5pct"], ratio=True)
+        per = ", ".join(
+            f"{float(share):.0%} {_n(c['total'])}" for share, c in over["cpu_us_per_record"].items()
+        )
+        out.append(
+            f"In CPU time (every process of the run and the broker, launch to exit; CPU at 5% / "
+            f"CPU at 0% - 1, per round): median {median}, range {span}; CPU us per record "
+            f"(median) at {per}."
+        )
     lat = doc.get("latency")
     if lat:
         out += [
@@ -174,13 +184,15 @@ def levers_table(doc: dict[str, Any]) -> list[str]:
         f"{doc['rounds']} interleaved rounds, commit `{str(doc.get('commit', '?'))[:12]}`.",
         "",
         "| lever | what it changes | steady records/s (median) | launch to exit, records/s | "
-        "peak PSS MB |",
-        "|---|---|---:|---:|---:|",
+        "peak PSS MB | CPU us/record: JVM, Python workers |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for name, lever in doc["levers"].items():
+        cpu = lever.get("cpu_us_per_record", {})
         out.append(
             f"| {name} | {lever['what']} | {_n(lever['records_per_s'])} | "
-            f"{_n(lever.get('e2e_records_per_s'))} | {_n(lever.get('peak_pss_mb'))} |"
+            f"{_n(lever.get('e2e_records_per_s'))} | {_n(lever.get('peak_pss_mb'))} | "
+            f"{_n(cpu.get('jvm'))}, {_n(cpu.get('python_worker'))} |"
         )
     return out
 

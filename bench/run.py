@@ -755,17 +755,26 @@ def compare(base: Path, tmp: Path, n: int, rounds: int) -> dict[str, Any]:
 
 def dlq_overhead(tmp: Path, n: int, rounds: int) -> dict[str, Any]:
     """The job's steady rate with 0%, 5% and 50% bad records, interleaved; the overhead of 5%
-    per round (1 - rate at 5% / rate at 0%) and its spread."""
+    per round (1 - rate at 5% / rate at 0%) and its spread. And the same in CPU time per
+    record, launch to exit, every process of the run and the broker counted (CPU at 5% / CPU
+    at 0% - 1): on a machine whose other load moves the rates by more than the overhead, the
+    CPU a run spends moves far less."""
     sets = {share: dataset(n, share, tmp) for share in (0.0, 0.05, 0.5)}
     rates: dict[float, list[float]] = {share: [] for share in sets}
+    cpu: dict[float, list[dict[str, float]]] = {share: [] for share in sets}
     for r in range(rounds):
         for share, cfg in sets.items():
             run = flink_run(cfg, tmp, f"b{os.getpid()}-share{int(share * 100)}-{r}", n)
             rates[share].append(run.steady_per_s or n / run.e2e_s)
+            cpu[share].append(run.cpu_s)
     overhead = [1 - five / zero for zero, five in zip(rates[0.0], rates[0.05], strict=True)]
+    total = {share: [sum(c.values()) for c in runs] for share, runs in cpu.items()}
+    cpu_overhead = [five / zero - 1 for zero, five in zip(total[0.0], total[0.05], strict=True)]
     return {
         "steady_records_per_s": {f"{share:.2f}": spread(v) for share, v in rates.items()},
         "overhead_at_5pct": spread(overhead, 3),
+        "cpu_us_per_record": {f"{share:.2f}": cpu_per_record(c, n) for share, c in cpu.items()},
+        "cpu_overhead_at_5pct": spread(cpu_overhead, 3),
     }
 
 

@@ -69,7 +69,17 @@ def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path
         f"flink_steady_vs_plain_loop_x{cores}",
         f"flink_bounded_e2e_vs_plain_loop_x{cores}",
     }
-    assert set(report["dlq_overhead"]["steady_records_per_s"]) == {"0.00", "0.05", "0.50"}
+    over = report["dlq_overhead"]
+    assert (
+        set(over["steady_records_per_s"])
+        == set(over["cpu_us_per_record"])
+        == {
+            "0.00",
+            "0.05",
+            "0.50",
+        }
+    )
+    assert all(c["total"] > c["jvm"] > 0 for c in over["cpu_us_per_record"].values()), over
     assert len(report["commit"]) >= 40
     assert "flink_bounded_e2e" in proc.stdout  # the table
 
