@@ -40,6 +40,7 @@ from udfs.envelope import build_delivery_envelope, claim_checked, encode
 # Records per transaction: a commit costs a round trip to the coordinator and the partitions.
 TRANSACTION_RECORDS = 10_000
 TRANSACTION_SECONDS = 2.0
+FLAGGED = b'"possibly_persisted":true'
 
 
 class DrainError(RuntimeError):
@@ -152,7 +153,9 @@ class Drainer:
         sought: dict[str, list[scan.Sought]] = defaultdict(list)
         for name in self.spool.segments():
             with self.spool.claim_segment(name) as data:
-                if data is None:
+                # A segment without a flagged record is not decoded twice (the flag as
+                # SpooledRecord.body writes it; the payloads in a body are base64).
+                if data is None or FLAGGED not in data:
                     continue
                 for rec in decode_segment(data, name).records:
                     if (
