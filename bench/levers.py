@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS, cpu_model, dataset, flink_run, git_commit
+from bench.run import RESULTS, cpu_model, cpu_per_record, dataset, flink_run, git_commit
 from jobs.local import set_paths
 
 # name -> (what it changes, job.yaml changes; "flink.conf" entries merge into flink.conf)
@@ -138,7 +138,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in args.levers}
     rss: dict[str, list[float]] = {name: [] for name in args.levers}
     e2e: dict[str, list[float]] = {name: [] for name in args.levers}
-    cpu: dict[str, list[dict[str, float]]] = {name: [] for name in args.levers}
+    cpu: dict[str, list[dict[str, float]]] = {name: [] for name in args.levers}  # CPU s by kind
     for rnd in range(args.rounds):
         for name in args.levers:
             changes = LEVERS[name][1]
@@ -149,12 +149,13 @@ def main() -> None:
             rates[name].append(run.steady_per_s or args.records / run.e2e_s)
             rss[name].append(run.pss_mb)
             e2e[name].append(args.records / run.e2e_s)
-            cpu[name].append({k: v * 1e6 / args.records for k, v in run.cpu_s.items()})
+            cpu[name].append(run.cpu_s)
+            per = cpu_per_record([run.cpu_s], args.records)
             print(
                 f"round {rnd + 1}: {name:<15} {rates[name][-1]:>8,.0f} records/s steady "
                 f"(launch to exit {run.e2e_s:.1f} s, start-up {startup[name][-1]:.1f} s, "
                 f"peak PSS {run.pss_mb:,.0f} MB, CPU us/record "
-                f"{', '.join(f'{k} {v:.1f}' for k, v in cpu[name][-1].items())})",
+                f"{', '.join(f'{k} {v:.1f}' for k, v in per.items())})",
                 flush=True,
             )
     result = {
@@ -172,10 +173,7 @@ def main() -> None:
                 "startup_s": round(statistics.median(startup[name]), 1),
                 "peak_pss_mb": round(max(rss[name])),
                 # CPU time per record, launch to exit, by process kind (median of the rounds)
-                "cpu_us_per_record": {
-                    kind: round(statistics.median(run.get(kind, 0.0) for run in cpu[name]), 1)
-                    for kind in cpu[name][0]
-                },
+                "cpu_us_per_record": cpu_per_record(cpu[name], args.records),
             }
             for name in args.levers
         },

@@ -172,20 +172,18 @@ class Replayer:
             max_seconds=TRANSACTION_SECONDS,
             rate=self.rate,
         ) as txns:
-            sought: dict[str, list[Sought]] = {}  # by topic
+            sought: list[Sought] = []
             later: list[tuple[DlqRecord, bytes]] = []
             for rec, key in self._selected(scan, done, prefix, progress):
                 maybe = self._sought(rec, key)
                 if maybe is None:
                     self._replay(txns, producer, rec, key)
                     continue
-                sought.setdefault(rec.envelope.topic, []).append(maybe)  # type: ignore[union-attr]
+                sought.append(maybe)
                 later.append((rec, key))
             if later:
                 txns.commit()  # the look-up reads the input topic: no transaction waits on it
-                found: set[str] = set()
-                for topic, records in sought.items():
-                    found |= find_written(self.conf, topic, records)
+                found = find_written(self.conf, sought)
                 for rec, key in later:
                     if key.decode() in found:
                         txns.begin()
@@ -222,8 +220,15 @@ class Replayer:
             return None  # replaying it reports why
         if orig.timestamp is None:
             return None
-        gave_up = round(env.failed_at.timestamp() * 1000)
-        return Sought(key.decode(), orig.key, orig.value, orig.headers, orig.timestamp, gave_up)
+        return Sought(
+            key.decode(),
+            env.topic,
+            orig.key,
+            orig.value,
+            orig.headers,
+            orig.timestamp,
+            env.failed_at,
+        )
 
     def _selected(
         self,

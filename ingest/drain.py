@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +34,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from ingest.producer import TOO_LARGE, UNREACHED
 from ingest.spool import LocalSpool, S3Spool, SpooledRecord, decode_segment
 from kafkaio import ledger, scan
-from udfs.envelope import build_delivery_envelope, claim_checked, encode
+from udfs.envelope import build_delivery_envelope, claim_checked, encode, parse_iso
 
 # Records per transaction: a commit costs a round trip to the coordinator and the partitions.
 TRANSACTION_RECORDS = 10_000
@@ -150,7 +149,7 @@ class Drainer:
     def _written_already(self, done: set[bytes]) -> set[str]:
         """The ids of the possibly persisted records still to drain that are in their topic
         already (see the module's docstring)."""
-        sought: dict[str, list[scan.Sought]] = defaultdict(list)
+        sought: list[scan.Sought] = []
         for name in self.spool.segments():
             with self.spool.claim_segment(name) as data:
                 # A segment without a flagged record is not decoded twice (the flag as
@@ -158,26 +157,26 @@ class Drainer:
                 if data is None or FLAGGED not in data:
                     continue
                 for rec in decode_segment(data, name).records:
+                    spooled = parse_iso(rec.spooled_at)
                     if (
                         rec.kind == "record"
                         and rec.possibly_persisted
                         and rec.timestamp is not None
+                        and spooled is not None
                         and ledger.spool_key(rec.id) not in done
                     ):
-                        sought[rec.topic].append(
+                        sought.append(
                             scan.Sought(
                                 rec.id,
+                                rec.topic,
                                 rec.key,
                                 rec.value,
                                 rec.headers,
                                 rec.timestamp,
-                                _ms(rec.spooled_at),
+                                spooled,
                             )
                         )
-        found: set[str] = set()
-        for topic, records in sought.items():
-            found |= scan.find_written(self.conf, topic, records)
-        return found
+        return scan.find_written(self.conf, sought)
 
     def _read(self, name: str, data: bytes) -> list[SpooledRecord]:
         contents = decode_segment(data, name)
@@ -296,7 +295,3 @@ def _describe(rec: SpooledRecord) -> dict[str, Any]:
         "spooled_at": rec.spooled_at,
         "reason": rec.reason,
     }
-
-
-def _ms(iso: str) -> int:
-    return round(datetime.fromisoformat(iso).timestamp() * 1000)

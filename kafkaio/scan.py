@@ -13,6 +13,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -216,15 +217,21 @@ def read_dlq(conf: Mapping[str, str], topics: Sequence[str]) -> Iterator[DlqReco
 @dataclass(frozen=True, slots=True)
 class Sought:
     """A record a producer gave up on that may be in its topic all the same (librdkafka's
-    "possibly persisted"): what identifies it, and when it may have been appended, from its
-    own timestamp to ``gave_up_ms`` plus :data:`LATE_APPEND_MS`."""
+    "possibly persisted"): where it was going, what identifies it, and when it may have been
+    appended, from its own timestamp to ``gave_up`` plus :data:`LATE_APPEND_MS`."""
 
     id: str
+    topic: str
     key: bytes | None
     value: bytes | None
     headers: Headers
     timestamp: int
-    gave_up_ms: int
+    gave_up: datetime
+
+    @property
+    def latest_ms(self) -> int:
+        """When it may have been appended at the latest, without the late allowance."""
+        return round(self.gave_up.timestamp() * 1000)
 
 
 def windows(
@@ -234,30 +241,34 @@ def windows(
     until_ms, records)``, in time order."""
     group: list[Sought] = []
     since = until = 0
-    for rec in sorted(sought, key=lambda r: (r.timestamp, r.gave_up_ms)):
+    for rec in sorted(sought, key=lambda r: (r.timestamp, r.gave_up)):
         if group and rec.timestamp > until:
             yield since, until, group
             group = []
         if not group:
-            since, until = rec.timestamp, rec.gave_up_ms + late_ms
+            since, until = rec.timestamp, rec.latest_ms + late_ms
         group.append(rec)
-        until = max(until, rec.gave_up_ms + late_ms)
+        until = max(until, rec.latest_ms + late_ms)
     if group:
         yield since, until, group
 
 
-def find_written(conf: Mapping[str, str], topic: str, sought: Iterable[Sought]) -> set[str]:
-    """The ids of the ``sought`` records that ``topic`` holds: a committed record with the same
-    key, value, headers and timestamp where each may have landed. One found record accounts for
-    one sought record. Not found: a record appended later than the window, or one a topic with
-    ``LogAppendTime`` stamped anew."""
+def find_written(conf: Mapping[str, str], sought: Iterable[Sought]) -> set[str]:
+    """The ids of the ``sought`` records that their topics hold: a committed record with the
+    same key, value, headers and timestamp where each may have landed. One found record
+    accounts for one sought record. Not found: a record appended later than the window, or
+    one a topic with ``LogAppendTime`` stamped anew."""
+    by_topic: dict[str, list[Sought]] = defaultdict(list)
+    for rec in sought:
+        by_topic[rec.topic].append(rec)
     found: set[str] = set()
-    for since, until, group in windows(sought):
-        left: dict[tuple[Any, ...], list[str]] = defaultdict(list)
-        for rec in group:
-            left[(rec.key, rec.value, rec.headers, rec.timestamp)].append(rec.id)
-        for msg in read_between_times(conf, topic, since, until):
-            ids = left.get((msg.key, msg.value, msg.headers, msg.timestamp))
-            if ids:
-                found.add(ids.pop())
+    for topic, records in by_topic.items():
+        for since, until, group in windows(records):
+            left: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+            for rec in group:
+                left[(rec.key, rec.value, rec.headers, rec.timestamp)].append(rec.id)
+            for msg in read_between_times(conf, topic, since, until):
+                ids = left.get((msg.key, msg.value, msg.headers, msg.timestamp))
+                if ids:
+                    found.add(ids.pop())
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -142,11 +143,15 @@ def test_lookup_windows_cover_each_record_once_and_do_not_overlap(
     its producer gave up: each record in exactly one window that covers that span, the
     windows apart and in time order."""
     late = 1000
-    sought = [Sought(str(i), None, b"v", (), ts, ts + wait) for i, (ts, wait) in enumerate(spans)]
+    sought = [
+        Sought(str(i), "t", None, b"v", (), ts, datetime.fromtimestamp((ts + wait) / 1000, UTC))
+        for i, (ts, wait) in enumerate(spans)
+    ]
+    latest = {r.id: ts + wait for r, (ts, wait) in zip(sought, spans, strict=True)}
     found = list(windows(sought, late))
     assert sorted(r.id for _, _, group in found for r in group) == sorted(r.id for r in sought)
     for since, until, group in found:
         for r in group:
-            assert since <= r.timestamp and r.gave_up_ms + late <= until
+            assert since <= r.timestamp and latest[r.id] + late <= until
     for (_, until, _), (since, _, _) in itertools.pairwise(found):
         assert until < since
