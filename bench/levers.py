@@ -5,7 +5,9 @@
 Produces the benchmark data set once (5% bad), then runs the bounded job once per lever per
 round, the levers interleaved so that the machine's drift hits each alike, and reports
 records/s the way `make bench` does (from the first record read to the last committed).
-Results go to bench/results/levers.json. A lever is a set of changes to conf/job.yaml.
+Results go to bench/results/levers.json. A lever is a set of changes to conf/job.yaml; the
+floors (``floor_java``, ``floor_python``) run the job with its validate step swapped
+(bench/floor.py) to measure what the rest of the graph costs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS, cpu_model, cpu_per_record, dataset, flink_run, git_commit
+from bench.run import (
+    FLOORS,
+    JOB,
+    RESULTS,
+    cpu_model,
+    cpu_per_record,
+    dataset,
+    flink_run,
+    git_commit,
+)
 from jobs.local import set_paths
 
 # name -> (what it changes, job.yaml changes; "flink.conf" entries merge into flink.conf)
@@ -95,6 +106,15 @@ LEVERS: dict[str, tuple[str, dict[str, Any]]] = {
         {"checkpoint.bounded_interval_ms": 5_000},
     ),
     "checkpoint_2s": ("checkpoint every 2 s", {"checkpoint.interval_ms": 2_000}),
+    # Floors, not levers: the shipped job with its validate step swapped (bench/floor.py).
+    "floor_java": (
+        "no Python: the batches pass through a Java map, every record to the clean topic",
+        {"job": FLOORS["floor_java"]},
+    ),
+    "floor_python": (
+        "the batches cross into the Python workers, which only turn frames into sink frames",
+        {"job": FLOORS["floor_python"]},
+    ),
 }
 
 
@@ -117,7 +137,7 @@ def variant(base: Path, tmp: Path, name: str, changes: dict[str, Any]) -> Path:
     """A copy of the data set's config with one lever's changes."""
     tree = json.loads(base.read_text())
     tree["flink"]["conf"].update(changes.get("flink.conf", {}))
-    set_paths(tree, {k: v for k, v in changes.items() if k not in ("flink.conf", "env")})
+    set_paths(tree, {k: v for k, v in changes.items() if k not in ("flink.conf", "env", "job")})
     path = tmp / f"lever-{name}.json"
     path.write_text(json.dumps(tree))
     return path
@@ -144,7 +164,8 @@ def main() -> None:
             changes = LEVERS[name][1]
             tag = f"l{os.getpid()}-{name.replace('_', '')}{rnd}"
             with environment(changes.get("env", {})):
-                run = flink_run(variant(base, tmp, name, changes), tmp, tag, args.records)
+                cfg = variant(base, tmp, name, changes)
+                run = flink_run(cfg, tmp, tag, args.records, job=changes.get("job", JOB))
             startup[name].append(run.startup_s or 0.0)
             rates[name].append(run.steady_per_s or args.records / run.e2e_s)
             rss[name].append(run.pss_mb)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -37,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -400,6 +401,32 @@ def check_exactly_once(cfg: Path, records: int) -> None:
         )
 
 
+def _digest(messages: Iterable[SourceRecord]) -> tuple[int, int]:
+    """How many records, and a digest of their keys and values that ignores their order."""
+    count = total = 0
+    for msg in messages:
+        count += 1
+        h = hashlib.blake2b(digest_size=8)
+        for part in (msg.key, msg.value):
+            h.update(b"\x00" if part is None else b"\x01%d:%b" % (len(part), part))
+        total = (total + int.from_bytes(h.digest(), "big")) % (1 << 64)
+    return count, total
+
+
+def check_passed_through(cfg: Path, records: int) -> None:
+    """Every input record in the clean topics exactly once, unchanged (read_committed), or an
+    error: what a floor of bench/floor.py must have written."""
+    config = load_config(cfg)
+    conf = config.kafka.librdkafka()
+    inputs = _digest(read_to_end(conf, [f.input for f in config.feeds.values()], timeout_s=600))
+    outputs = _digest(read_to_end(conf, [f.clean for f in config.feeds.values()], timeout_s=600))
+    if inputs != outputs or inputs[0] != records:
+        raise RuntimeError(
+            f"{cfg.stem}: {outputs[0]:,} records in the clean topics for {inputs[0]:,} inputs "
+            f"({records:,} expected), digest {'equal' if inputs[1] == outputs[1] else 'differs'}"
+        )
+
+
 @dataclass
 class FlinkRun:
     """One run of the shipped ``jobs/dlq_job.py --bounded`` (launch to exit, nothing helped
@@ -416,9 +443,28 @@ class FlinkRun:
     phases_s: dict[str, float | None]
 
 
-def flink_run(base: Path, tmp: Path, tag: str, records: int, check: bool = False) -> FlinkRun:
-    """One bounded run of the job on a fresh copy of ``base``'s outputs; ``check``: verify its
-    outputs exactly once afterwards (not timed)."""
+JOB = [str(ROOT / "jobs" / "dlq_job.py")]
+# The job with its validate step swapped (bench/floor.py): what the rest of it costs.
+FLOORS = {
+    "floor_java": ["-m", "bench.floor", "java"],
+    "floor_python": ["-m", "bench.floor", "python"],
+}
+
+
+Check = Callable[[Path, int], None]
+
+
+def flink_run(
+    base: Path,
+    tmp: Path,
+    tag: str,
+    records: int,
+    check: Check | None = None,
+    job: list[str] = JOB,
+) -> FlinkRun:
+    """One bounded run of the job on a fresh copy of ``base``'s outputs; ``check``: verifies
+    its outputs afterwards (not timed); ``job``: what Python runs (the shipped job, or a
+    floor of ``bench.floor``)."""
     with fresh_outputs(base, tmp, tag) as cfg:
         port = free_port()
         tree = json.loads(cfg.read_text())
@@ -432,7 +478,7 @@ def flink_run(base: Path, tmp: Path, tag: str, records: int, check: bool = False
             run = measured(
                 [
                     sys.executable,
-                    str(ROOT / "jobs" / "dlq_job.py"),
+                    *job,
                     "--config",
                     str(cfg),
                     "--bounded",
@@ -443,8 +489,8 @@ def flink_run(base: Path, tmp: Path, tag: str, records: int, check: bool = False
         finally:
             counter.stop.set()
             counter.join(5)
-        if check:
-            check_exactly_once(cfg, records)
+        if check is not None:
+            check(cfg, records)
     first = counter.first_read()
     last = counter.when_read(records)
 
@@ -680,9 +726,15 @@ def compare(base: Path, tmp: Path, n: int, rounds: int) -> dict[str, Any]:
     once, the job's and the loops' alike."""
     cores = os.cpu_count() or 1
     tag = f"b{os.getpid()}"
-    runs: dict[str, list[Any]] = {k: [] for k in ("flink", "loop", "loop_xn", "io", "udfs")}
+    runs: dict[str, list[Any]] = {
+        k: [] for k in ("flink", "loop", "loop_xn", "io", "udfs", *FLOORS)
+    }
     for r in range(rounds):
-        runs["flink"].append(flink_run(base, tmp, f"{tag}-flink{r}", n, check=r == 0))
+        once = check_exactly_once if r == 0 else None
+        runs["flink"].append(flink_run(base, tmp, f"{tag}-flink{r}", n, check=once))
+        for floor, job in FLOORS.items():
+            checked = check_passed_through if r == 0 else None
+            runs[floor].append(flink_run(base, tmp, f"{tag}-{floor}{r}", n, checked, job))
         runs["loop"].append(system_run("plain_loop", base, tmp, f"{tag}-loop{r}", check=r == 0))
         runs["loop_xn"].append(
             system_run("plain_loop", base, tmp, f"{tag}-xn{r}", check=r == 0, processes=cores)
@@ -727,9 +779,24 @@ def compare(base: Path, tmp: Path, n: int, rounds: int) -> dict[str, Any]:
             "processing_records_per_s": spread([x.records / x.processing_s for x in xn]),
             "cpu_us_per_record": cpu("loop_xn"),
         },
-        "kafka_io": figure([x.records / x.processing_s for x in runs["io"]], *mem("io")),
-        "udfs_only": figure([x.records / x.processing_s for x in runs["udfs"]], *mem("udfs")),
+        "kafka_io": {
+            **figure([x.records / x.processing_s for x in runs["io"]], *mem("io")),
+            "cpu_us_per_record": cpu("io"),
+        },
+        "udfs_only": {
+            **figure([x.records / x.processing_s for x in runs["udfs"]], *mem("udfs")),
+            "cpu_us_per_record": cpu("udfs"),
+        },
     }
+    for floor in FLOORS:  # launch to exit, as flink_bounded_e2e
+        floors = runs[floor]
+        systems[f"flink_{floor}"] = {
+            **figure([n / f.e2e_s for f in floors], *mem(floor)),
+            "startup_s": spread([f.startup_s for f in floors if f.startup_s is not None], 1),
+            "cpu_us_per_record": cpu(floor),
+            "phases_s": median_phases([f.phases_s for f in floors]),
+            "passed_through_checked": True,  # check_passed_through raised otherwise
+        }
     for name in ("flink_bounded_e2e", "plain_loop", f"plain_loop_x{cores}"):
         systems[name]["exactly_once_checked"] = True  # check_exactly_once raised otherwise
     # Each ratio per round (the same round's runs side by side), then its spread.

@@ -26,7 +26,7 @@ import argparse
 import os
 import site
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -239,14 +239,29 @@ def kafka_sink(config: JobConfig, topic: str, name: str) -> Sink:
     )
 
 
+def validate_in_python(feed: str, batches: DataStream, config: JobConfig) -> DataStream:
+    """The job's validate step: batches of source frames in, result batches out
+    (:class:`ValidateBatches` in the Python workers)."""
+    return batches.map(
+        ValidateBatches(feed, job_name=config.name, retry=config.retry, enrich=config.enrich[feed]),
+        output_type=FRAME,
+    )
+
+
+ValidateStep = Callable[[str, DataStream, JobConfig], DataStream]
+
+
 def build(
     env: StreamExecutionEnvironment,
     config: JobConfig,
     *,
     offsets: str = "committed",
     stop_at: dict[tuple[str, int], int] | None = None,
+    validate: ValidateStep = validate_in_python,
 ) -> None:
-    """Assembles the job graph for both feeds on ``env``; ``stop_at``: bounded end offsets."""
+    """Assembles the job graph for both feeds on ``env``; ``stop_at``: bounded end offsets;
+    ``validate``: the step between the batcher and the splitter (the benchmark swaps it to
+    measure the rest of the graph alone)."""
     java = getattr(get_gateway().jvm, JAVA_PACKAGE)
     batch = config.batch
     for feed in FEEDS:
@@ -265,16 +280,7 @@ def build(
                 java.FrameBatcher(batch.max_records, batch.max_bytes, batch.max_delay_ms),
             ).uid(f"batch-{feed}")
         )
-        results = (
-            batches.map(
-                ValidateBatches(
-                    feed, job_name=config.name, retry=config.retry, enrich=config.enrich[feed]
-                ),
-                output_type=FRAME,
-            )
-            .name(f"validate-{feed}")
-            .uid(f"validate-{feed}")
-        )
+        results = validate(feed, batches, config).name(f"validate-{feed}").uid(f"validate-{feed}")
         # main output: sink frames of clean records; side output: sink frames of envelopes
         tag = f"dlq-{feed}"
         oks = DataStream(
@@ -428,7 +434,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, validate: ValidateStep = validate_in_python) -> int:
     # the client side only, not the Python workers
     from kafkaio.admin import admin_client, check_partitions, check_topic_access, wait_for_broker
 
@@ -455,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop_at = None
     if args.bounded:
         stop_at = end_offsets(config, [t.input for t in config.feeds.values()])
-    build(env, config, offsets=args.starting_offsets, stop_at=stop_at)
+    build(env, config, offsets=args.starting_offsets, stop_at=stop_at, validate=validate)
     env.execute(config.name)
     if stop_at is not None:
         commit_offsets(config, stop_at)

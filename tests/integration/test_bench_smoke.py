@@ -41,6 +41,8 @@ def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path
         *loops,
         "kafka_io",
         "udfs_only",
+        "flink_floor_java",
+        "flink_floor_python",
     }
     for name in ("flink_bounded_e2e", *loops):  # their outputs were read back: exactly once
         system = report["systems"][name]
@@ -50,6 +52,17 @@ def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path
         cpu = system["cpu_us_per_record"]  # the CPU by process adds up, the broker's included
         assert cpu["broker"] > 0 and cpu["total"] > 0, (name, cpu)
         assert abs(sum(v for k, v in cpu.items() if k != "total") - cpu["total"]) < 1, cpu
+    for name in ("flink_floor_java", "flink_floor_python"):  # every input in the clean topics
+        floor = report["systems"][name]
+        assert floor["passed_through_checked"] is True, name
+        assert floor["records_per_s"]["median"] > 0 and floor["startup_s"]["median"] > 0, name
+    floors = {
+        k: report["systems"][f"flink_floor_{k}"]["cpu_us_per_record"] for k in ("java", "python")
+    }
+    assert "python_worker" not in floors["java"] and floors["python"]["python_worker"] > 0, floors
+    assert all(
+        report["systems"][k]["cpu_us_per_record"]["total"] > 0 for k in ("kafka_io", "udfs_only")
+    )
     job = report["systems"]["flink_bounded_e2e"]
     assert job["startup_s"]["median"] > 0
     assert job["cpu_us_per_record"]["python_worker"] > 0, job["cpu_us_per_record"]

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from bridge.frames import batch_records, decode_headers, join_results, sink_frame
+from bench.floor import pass_through
+from bridge.frames import CLEAN_SIDE, batch_records, decode_headers, join_results, sink_frame
 from tests.frames_codec import encode_headers, encode_source
 from udfs.record import SourceRecord
 
@@ -57,3 +58,16 @@ def test_python_writes_the_result_batch_java_splits() -> None:
     r = VECTORS["results"]
     pairs = [(side, bytes.fromhex(f)) for side, f in zip(r["sides"], r["frames"], strict=True)]
     assert join_results(pairs).hex() == r["batch"]
+
+
+def test_the_floor_pass_through_keeps_every_record_as_java_does() -> None:
+    """bench.floor's Python pass-through writes the bytes PassThroughBatches.java writes, and
+    every record keeps its key, value, headers and timestamp on the clean side."""
+    batch = bytes.fromhex(VECTORS["batch"]["batch"])
+    assert pass_through(batch).hex() == VECTORS["pass_through"]["results"]
+    assert pass_through(batch) == join_results(
+        [
+            (CLEAN_SIDE, sink_frame(r.key, r.value, block, -1, r.timestamp))
+            for r, block in batch_records(batch)
+        ]
+    )

@@ -107,6 +107,13 @@ class RecordFramesTest {
     }
 
     @Test
+    void thePassThroughPutsEveryRecordOnTheCleanSideAsPythonDoes() {
+        byte[] batch = bytes(VECTORS.get("batch").get("batch"));
+        byte[] results = new PassThroughBatches().map(batch);
+        assertArrayEquals(bytes(VECTORS.get("pass_through").get("results")), results);
+    }
+
+    @Test
     void aTruncatedOrPaddedFrameIsRefused() {
         byte[] frame = bytes(VECTORS.get("sink_frames").get(0).get("frame"));
         byte[] padded = java.util.Arrays.copyOf(frame, frame.length + 1);
