@@ -70,6 +70,15 @@ def job_tables(doc: dict[str, Any]) -> list[str]:
             + ", ".join(f"{name.replace('_', ' ')} {_n(t)}" for name, t in phases.items())
             + ".",
         ]
+    for name, fig in doc["systems"].items():
+        if name.startswith("flink_floor_") and fig.get("phases_s"):
+            out.append(
+                f"{name} (bench/floor.py, launch to exit; every input checked in its clean "
+                f"topics): steady {_spread(fig.get('steady_records_per_s'))[0]} records/s, "
+                f"start-up {_spread(fig['startup_s'])[0]} s; "
+                + ", ".join(f"{k.replace('_', ' ')} {_n(t)}" for k, t in fig["phases_s"].items())
+                + "."
+            )
     for name in ("plain_loop", *[k for k in doc["systems"] if k.startswith("plain_loop_x")]):
         proc = doc["systems"][name].get("processing_records_per_s")
         if proc:

@@ -794,6 +794,10 @@ def compare(base: Path, tmp: Path, n: int, rounds: int) -> dict[str, Any]:
             **figure([n / f.e2e_s for f in floors], *mem(floor)),
             "startup_s": spread([f.startup_s for f in floors if f.startup_s is not None], 1),
             "cpu_us_per_record": cpu(floor),
+            # from its source counters as flink_steady (None: a run too short to show one)
+            "steady_records_per_s": spread(st)
+            if (st := [f.steady_per_s for f in floors if f.steady_per_s])
+            else None,
             "phases_s": median_phases([f.phases_s for f in floors]),
             "passed_through_checked": True,  # check_passed_through raised otherwise
         }
