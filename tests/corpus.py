@@ -11,7 +11,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from settings.config import load_config
+from udfs.pipeline import FeedProcessor
+
 Headers = list[tuple[str, bytes | None]]
+# The retry settings the job ships with (conf/job.yaml), read once for the tests.
+SHIPPED_RETRY = load_config(None, {}).retry
+
+
+def shipped_processor(feed: str, operator: str | None = None) -> FeedProcessor:
+    """The record processing the job runs for ``feed``, with the shipped retry settings."""
+    return FeedProcessor(
+        feed, job_name="j", operator=operator or f"validate-{feed}", retry=SHIPPED_RETRY
+    )
 
 
 @dataclass(frozen=True)

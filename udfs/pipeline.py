@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 import orjson
 
-from udfs.config import RetryConfig, load_config
 from udfs.envelope import build_envelope, encode
 from udfs.errors import Category, DeserializationError, TransientError, ValidationError
 from udfs.record import Headers, SourceRecord
@@ -26,6 +25,18 @@ from udfs.records import VALIDATORS, Record, parse_object
 
 EnrichHook = Callable[[Record], Record]
 Block = TypeVar("Block")  # a record's headers, still encoded
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Bounded retries with exponential backoff for transient failures (``retry`` in
+    conf/job.yaml): ``retryable`` names exception classes worth retrying besides
+    :class:`udfs.errors.TransientError`, ``TimeoutError`` and ``ConnectionError``."""
+
+    max_attempts: int
+    backoff_ms: int
+    max_backoff_ms: int
+    retryable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +109,7 @@ class FeedProcessor:
         *,
         job_name: str,
         operator: str,
-        retry: RetryConfig | None = None,
+        retry: RetryConfig,
         enrich: EnrichHook | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -107,7 +118,7 @@ class FeedProcessor:
         self.validate = VALIDATORS[feed]
         self.job_name = job_name
         self.operator = operator
-        self.retry = retry or load_config(None, {}).retry
+        self.retry = retry
         self.retryable: tuple[type[BaseException], ...] = (
             TransientError,
             TimeoutError,

@@ -311,3 +311,5 @@ def validate_polymarket(obj: dict[str, Any], lineage: Lineage, now: datetime) ->
 
 Validator = Callable[[dict[str, Any], Lineage, datetime], Record]
 VALIDATORS: dict[str, Validator] = {"rss": validate_rss, "polymarket": validate_polymarket}
+# The feeds, by the names the configuration and the job use.
+FEEDS = tuple(VALIDATORS)

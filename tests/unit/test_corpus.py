@@ -9,9 +9,8 @@ import pytest
 
 from tests.corpus import Case, build_corpus
 from tests.integration.hooks import flaky
-from udfs.config import RetryConfig
 from udfs.envelope import MAX_STACKTRACE_BYTES, SCHEMA
-from udfs.pipeline import Clean, Failed, FeedProcessor
+from udfs.pipeline import Clean, Failed, FeedProcessor, RetryConfig
 from udfs.record import SourceRecord
 
 CASES = build_corpus()

@@ -7,9 +7,10 @@ import orjson
 import pytest
 
 from kafkaio.admin import clean_bound, envelope_bound
+from tests.corpus import shipped_processor
 from tests.hostile import BROKER_LIMIT, Hostile, hostile_corpus
 from udfs.envelope import MAX_STACKTRACE_BYTES, original
-from udfs.pipeline import Clean, FeedProcessor
+from udfs.pipeline import Clean
 from udfs.record import SourceRecord
 
 CASES = hostile_corpus()
@@ -24,7 +25,7 @@ def test_the_corpus_has_at_least_40_kinds_across_both_feeds() -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_hostile_record_lands_on_its_side(case: Hostile) -> None:
     record = SourceRecord("in", 1, 7, 1_000, case.key, case.value, tuple(case.headers))
-    out = FeedProcessor(case.feed, job_name="j", operator="o").process(record)
+    out = shipped_processor(case.feed, "o").process(record)
     if case.expect == "clean":
         assert isinstance(out, Clean), getattr(out, "envelope", b"")[:300]
         assert len(out.value) <= clean_bound(BROKER_LIMIT)

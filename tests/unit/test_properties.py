@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.frames import CLEAN_SIDE, DLQ_SIDE, FrameError, batch_records, process_batch
+from tests.corpus import shipped_processor
 from tests.frames_codec import (
     decode_sink,
     decode_source,
@@ -21,13 +22,10 @@ from tests.frames_codec import (
     split_results,
 )
 from udfs.envelope import MAX_STACKTRACE_BYTES
-from udfs.pipeline import Clean, Failed, FeedProcessor
+from udfs.pipeline import Clean, Failed
 from udfs.record import SourceRecord
 
-PROCESSORS = {
-    feed: FeedProcessor(feed, job_name="j", operator=f"validate-{feed}")
-    for feed in ("rss", "polymarket")
-}
+PROCESSORS = {feed: shipped_processor(feed) for feed in ("rss", "polymarket")}
 FEEDS = st.sampled_from(sorted(PROCESSORS))
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()

@@ -15,9 +15,11 @@ from typing import Any
 
 import yaml
 
+from udfs.pipeline import RetryConfig
+from udfs.records import FEEDS as FEEDS  # the feeds the configuration names
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "conf" / "job.yaml"
-FEEDS = ("rss", "polymarket")
 
 
 class ConfigError(ValueError):
@@ -75,16 +77,6 @@ class FeedTopics:
     input: str
     clean: str
     dlq: str
-
-
-@dataclass(frozen=True)
-class RetryConfig:
-    """Bounded retries with exponential backoff for transient failures."""
-
-    max_attempts: int
-    backoff_ms: int
-    max_backoff_ms: int
-    retryable: tuple[str, ...]
 
 
 @dataclass(frozen=True)
