@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from dlq.replay import Replayer
-from udfs.config import DEFAULT_CONFIG, ConfigError, JobConfig, load_config
+from settings.config import DEFAULT_CONFIG, ConfigError, JobConfig, load_config
 from udfs.errors import Category
 
 ENV_HELP = (
@@ -479,18 +479,19 @@ def drain(
     from confluent_kafka import KafkaException
 
     from ingest.drain import Drainer, DrainError
-    from ingest.spool import SpoolError, open_spool
+    from ingest.spool import open_spool
+    from kafkaio.claims import StorageError
 
     _check_broker(obj)
-    drainer = Drainer(
-        _conf(obj),
-        open_spool(location or obj.config.ingest.spool),
-        ledger_topic=obj.config.ledger_topic,
-        dry_run=dry_run,
-        rate=rate,
-        max_request_size=obj.config.kafka.max_request_size,
-    )
     try:
+        drainer = Drainer(
+            _conf(obj),
+            open_spool(location or obj.config.ingest.spool),
+            ledger_topic=obj.config.ledger_topic,
+            dry_run=dry_run,
+            rate=rate,
+            max_request_size=obj.config.kafka.max_request_size,
+        )
         summary = _with_progress(
             "drain",
             drainer.spool.location,
@@ -498,7 +499,7 @@ def drain(
             drainer.run,
             show=sys.stderr.isatty() and not as_json,
         )
-    except (KafkaException, TimeoutError, ConnectionError, SpoolError, DrainError) as e:
+    except (KafkaException, TimeoutError, ConnectionError, StorageError, DrainError) as e:
         fail(f"drain stopped: {e}")
     doc = summary.as_dict(with_records=dry_run)
     if as_json:

@@ -23,7 +23,7 @@ from dlq.replay import load_ledger
 from dlq.stats import TopicStats
 from ingest.spool import SpoolError, SpoolSummary, open_spool, summarise
 from kafkaio.scan import dlq_record, message_of, watermarks
-from udfs.config import JobConfig
+from settings.config import JobConfig
 
 
 class DlqFollower(threading.Thread):

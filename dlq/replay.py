@@ -1,12 +1,13 @@
 """Replay DLQ records to their original topic, exactly once.
 
-Each replayed record is written together with an entry in the replay ledger (a compacted
-topic keyed by the DLQ topic's id and the record's position: ``kafkaio.ledger``) in one Kafka
-transaction. A replay reads the ledger first and
-skips what it lists, so a replay killed at any point and run again writes every selected
-record exactly once, and a later replay with another selection never repeats one either. The
-transactional id is fixed per DLQ topic: a second replay of the same topic fences the first.
-Records already replayed ``max_replays`` times go to the parking lot instead.
+A replayed record is the original one: its key, value, headers (plus ``dlq.replay.count``)
+and timestamp, to its original partition. Each is written together with an entry in the
+replay ledger (a compacted topic keyed by the DLQ topic's id and the record's position:
+``kafkaio.ledger``) in one Kafka transaction. A replay reads the ledger first and skips what
+it lists, so a replay killed at any point and run again writes every selected record exactly
+once, and a later replay with another selection never repeats one either. The transactional
+id is fixed per DLQ topic: a second replay of the same topic fences the first. Records
+already replayed ``max_replays`` times go to the parking lot instead.
 
 A ``delivery`` envelope flagged ``possibly_persisted`` (an ingest producer gave up on a record
 that the input topic may have written all the same) is replayed to its topic only if the
@@ -21,20 +22,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import Producer
-
 from dlq.stats import fingerprint
-from ingest.spool import SpoolError, fetch_claim
 from kafkaio import ledger
-from kafkaio.ledger import topic_id
-from kafkaio.scan import DlqRecord, Sought, consumer, find_written, read_dlq, topic_size
+from kafkaio.claims import ClaimError, fetch_claim
+from kafkaio.ledger import LedgeredWrites, Write, topic_id
+from kafkaio.scan import (
+    DlqRecord,
+    Sought,
+    Unreadable,
+    consumer,
+    find_written,
+    read_dlq,
+    topic_size,
+)
 from udfs.envelope import REPLAY_COUNT_HEADER, EnvelopeError
 from udfs.errors import Category
 
 FixFunction = Callable[[bytes | None, dict[str, Any]], bytes | None]
-# Records per transaction: a commit costs a round trip to the coordinator and the partitions.
-TRANSACTION_RECORDS = 5000
-TRANSACTION_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,6 @@ class Selection:
 
     def matches(self, rec: DlqRecord) -> bool:
         env = rec.envelope
-        if env is None:
-            return False
         if self.category and env.category != self.category:
             return False
         if self.error_type and env.error_type != self.error_type:
@@ -142,42 +144,28 @@ class Replayer:
     def run(self, progress: Callable[[int], None] = lambda n: None) -> Summary:
         # The DLQ is fetched while the producer starts and the ledger is read.
         scan = read_dlq(self.conf, [self.dlq_topic])
-        producer = None
-        if not self.dry_run:
-            # Fences a replay of this topic still running elsewhere and aborts the open
-            # transaction of one that was killed, before the ledger is read.
-            producer = ledger.transactional_producer(
-                {
-                    **self.conf,
-                    "transactional.id": f"dlq-replay.{self.dlq_topic}",
-                    # Records without a partition (delivery envelopes) go where the Java
-                    # clients would put their key.
-                    "partitioner": "murmur2_random",
-                    "enable.idempotence": True,
-                    "message.max.bytes": str(self.max_request_size),
-                    "linger.ms": 20,
-                    "batch.size": 1024 * 1024,
-                }
-            )
         prefix = ledger.dlq_prefix(self.dlq_topic, topic_id(self.conf, self.dlq_topic))
-        done = ledger.load(self.conf, self.ledger_topic, prefix)
-        if producer is None:
+        if self.dry_run:
+            done = ledger.load(self.conf, self.ledger_topic, prefix)
             for rec, _ in self._selected(scan, done, prefix, progress):
                 self.summary.records.append(self._describe(rec))
             return self.summary
-        with ledger.Transactions(
-            producer,
-            self.ledger_topic,
-            max_records=TRANSACTION_RECORDS,
-            max_seconds=TRANSACTION_SECONDS,
+        # Fences a replay of this topic still running elsewhere and aborts the open
+        # transaction of one that was killed, before the ledger is read.
+        with LedgeredWrites(
+            self.conf,
+            transactional_id=f"dlq-replay.{self.dlq_topic}",
+            ledger_topic=self.ledger_topic,
+            max_request_size=self.max_request_size,
             rate=self.rate,
         ) as txns:
+            done = txns.done(prefix)
             sought: list[Sought] = []
             later: list[tuple[DlqRecord, bytes]] = []
             for rec, key in self._selected(scan, done, prefix, progress):
                 maybe = self._sought(rec, key)
                 if maybe is None:
-                    self._replay(txns, producer, rec, key)
+                    self._replay(txns, rec, key)
                     continue
                 sought.append(maybe)
                 later.append((rec, key))
@@ -186,28 +174,23 @@ class Replayer:
                 found = find_written(self.conf, sought)
                 for rec, key in later:
                     if key.decode() in found:
-                        txns.begin()
-                        txns.ledger(key, "already-in-topic", rec.envelope.topic)  # type: ignore[union-attr]
+                        txns.write(Write(key, "already-in-topic", rec.envelope.topic))
                         self.summary.already_in_topic += 1
                     else:
-                        self._replay(txns, producer, rec, key)
+                        self._replay(txns, rec, key)
         return self.summary
 
-    def _replay(
-        self, txns: ledger.Transactions, producer: Producer, rec: DlqRecord, key: bytes
-    ) -> None:
-        txns.begin()
-        outcome = self._write(producer, rec)
-        if outcome is not None:  # the entry commits or aborts with its record
-            txns.ledger(key, outcome, self.to or rec.envelope.topic)  # type: ignore[union-attr]
+    def _replay(self, txns: LedgeredWrites, rec: DlqRecord, key: bytes) -> None:
+        write = self._write(rec, key)
+        if write is not None:  # the entry commits or aborts with its record
+            txns.write(write)
 
     def _sought(self, rec: DlqRecord, key: bytes) -> Sought | None:
         """The record to look for in its topic before replaying it: a delivery envelope
         flagged possibly persisted, replayed to its own topic and not --fix'ed."""
         env = rec.envelope
         if (
-            env is None
-            or self.to is not None
+            self.to is not None
             or self.fix is not None
             or env.category != Category.DELIVERY
             or env.error.get("possibly_persisted") is not True
@@ -216,7 +199,7 @@ class Replayer:
             return None
         try:
             orig = env.original(fetch_claim)
-        except (SpoolError, EnvelopeError):
+        except (ClaimError, EnvelopeError):
             return None  # replaying it reports why
         if orig.timestamp is None:
             return None
@@ -232,7 +215,7 @@ class Replayer:
 
     def _selected(
         self,
-        scan: Iterator[DlqRecord],
+        scan: Iterator[DlqRecord | Unreadable],
         done: set[bytes],
         prefix: bytes,
         progress: Callable[[int], None],
@@ -241,7 +224,7 @@ class Replayer:
         with its ledger key."""
         for rec in scan:
             progress(1)
-            if rec.envelope is None:
+            if isinstance(rec, Unreadable):
                 self.summary.not_envelopes += 1
                 continue
             if not self.selection.matches(rec):
@@ -255,7 +238,6 @@ class Replayer:
 
     def _describe(self, rec: DlqRecord) -> dict[str, Any]:
         env = rec.envelope
-        assert env is not None
         return {
             "dlq": list(rec.message.position),
             "source": [env.topic, env.partition, env.offset],
@@ -264,56 +246,56 @@ class Replayer:
             "replay_count": env.replay_count,
         }
 
-    def _write(self, producer: Producer, rec: DlqRecord) -> str | None:
-        """Writes one selected record; returns the ledger outcome, or None if it failed."""
+    def _failed(self, rec: DlqRecord, why: str) -> None:
+        self.summary.failed += 1
+        msg = rec.message
+        self.summary.errors.append(f"{msg.topic}:{msg.partition}:{msg.offset}: {why}")
+
+    def _write(self, rec: DlqRecord, key: bytes) -> Write | None:
+        """What replaying one selected record writes, with its ledger entry; None if it
+        failed (no entry: a later replay tries it again)."""
         env = rec.envelope
-        assert env is not None
         count = env.replay_count
         if count >= self.max_replays:
-            producer.produce(
-                self.parking_topic,
-                key=rec.message.key,
-                value=rec.message.value,
-                headers=list(rec.message.headers),
-            )
             self.summary.parked += 1
-            return "parked"
+            msg = rec.message
+            return Write(
+                key,
+                "parked",
+                self.parking_topic,
+                self.parking_topic,
+                msg.key,
+                msg.value,
+                msg.headers,
+            )
         try:
             orig = env.original(fetch_claim)
-        except (SpoolError, EnvelopeError) as e:
-            self.summary.failed += 1
-            self.summary.errors.append(
-                f"{rec.message.topic}:{rec.message.partition}:{rec.message.offset}: {e}"
-            )
+        except (ClaimError, EnvelopeError) as e:
+            self._failed(rec, str(e))
             return None
         value = orig.value
+        target = self.to or orig.topic
         if self.fix is not None:
             try:
                 value = self.fix(value, dict(env.raw))
             except Exception as e:  # the user's repair failed: report, keep the record
-                self.summary.failed += 1
-                self.summary.errors.append(
-                    f"{rec.message.topic}:{rec.message.partition}:{rec.message.offset}: "
-                    f"--fix raised {type(e).__name__}: {e}"
-                )
+                self._failed(rec, f"--fix raised {type(e).__name__}: {e}")
                 return None
             if value is None:
                 self.summary.skipped += 1
-                return "skipped"
+                return Write(key, "skipped", target)
             if not isinstance(value, bytes):
-                self.summary.failed += 1
-                self.summary.errors.append(
-                    f"{rec.message.topic}:{rec.message.partition}:{rec.message.offset}: "
-                    f"--fix returned {type(value).__name__}, not bytes or None"
-                )
+                self._failed(rec, f"--fix returned {type(value).__name__}, not bytes or None")
                 return None
-        kwargs: dict[str, Any] = {
-            "key": orig.key,
-            "value": value,
-            "headers": replay_headers(orig.headers, count + 1),
-        }
-        if self.to is None and orig.partition is not None:
-            kwargs["partition"] = orig.partition
-        producer.produce(self.to or orig.topic, **kwargs)
         self.summary.replayed += 1
-        return "replayed"
+        return Write(
+            key,
+            "replayed",
+            target,
+            target,
+            orig.key,
+            value,
+            tuple(replay_headers(orig.headers, count + 1)),
+            orig.partition if self.to is None else None,
+            orig.timestamp,  # the record's own time, as it was first written
+        )

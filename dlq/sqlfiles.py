@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from udfs.config import ROOT, JobConfig
+from settings.config import ROOT, JobConfig
 
 SQL_DIR = ROOT / "sql"
 _PLACEHOLDER = re.compile(r"\$\{([a-z_.]+)\}")
@@ -37,9 +37,3 @@ def render(path: Path, config: JobConfig) -> str:
         return known[name]
 
     return _PLACEHOLDER.sub(fill, path.read_text(encoding="utf-8"))
-
-
-def statements(sql: str) -> list[str]:
-    """Splits a script into statements (a ';' ending a line ends a statement)."""
-    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    return [s.strip() for s in re.split(r";\s*$", body, flags=re.M) if s.strip()]

@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kafkaio.scan import DlqRecord
+from kafkaio.scan import DlqRecord, Unreadable
 from udfs.envelope import iso_ms
 
 DEFAULT_WINDOW_S = 300.0
@@ -65,17 +65,17 @@ class TopicStats:
     first_written_ms: int | None = None  # the oldest record's Kafka timestamp
     recent: deque[int] = field(default_factory=deque)  # DLQ write times (ms) in the window
 
-    def add(self, rec: DlqRecord) -> None:
+    def add(self, rec: DlqRecord | Unreadable) -> None:
         self.count += 1
         ts = rec.message.timestamp
         if ts is not None:
             self.recent.append(ts)
             if self.first_written_ms is None or ts < self.first_written_ms:
                 self.first_written_ms = ts
-        env = rec.envelope
-        if env is None:
+        if isinstance(rec, Unreadable):
             self.not_envelopes += 1
             return
+        env = rec.envelope
         self.by_category[env.category] += 1
         self.by_type[env.error_type] += 1
         failed = env.failed_at
@@ -128,13 +128,14 @@ class Group:
     times: list[datetime] = field(default_factory=list)
 
 
-def analyze(records: list[DlqRecord], max_samples: int = 5) -> list[Group]:
-    """Failures grouped by fingerprint, the largest group first."""
+def analyze(records: Iterable[DlqRecord | Unreadable], max_samples: int = 5) -> list[Group]:
+    """Failures grouped by fingerprint, the largest group first (what is not an envelope is
+    no failure of a record: left out)."""
     groups: dict[str, Group] = {}
     for rec in records:
-        env = rec.envelope
-        if env is None:
+        if isinstance(rec, Unreadable):
             continue
+        env = rec.envelope
         fp = fingerprint(env.error)
         g = groups.get(fp)
         if g is None:

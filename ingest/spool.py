@@ -19,11 +19,12 @@ topic, ``envelope`` for the DLQ), ``topic``, ``dlq_topic``, ``key_b64``, ``value
 
 A local segment is fsynced, and so is its directory entry, before ``append`` returns; an S3
 segment is one PUT with its MD5 checked by the store. Claim checks (payloads too large for
-any DLQ record) are stored beside the segments under ``claims/<sha256>``.
+any DLQ record, :mod:`kafkaio.claims`) are stored beside the segments under ``claims/``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -40,19 +41,30 @@ from typing import Any, Protocol
 
 import orjson
 
+from kafkaio.claims import (
+    ClaimStore,
+    LocalClaims,
+    S3Claims,
+    StorageError,
+    fsync_dir,
+    s3_call,
+    s3_client,
+    split_s3,
+)
 from udfs.envelope import b64, unb64
 from udfs.record import Headers
 
 MAGIC = b"MLS1"
 _HEAD = struct.Struct(">4sII")
 SEGMENT_SUFFIX = ".spool"
-OPEN_SUFFIX = ".spool.open"
+# A segment being written: NAME.spool.open, renamed to NAME.spool once it is on disk.
+OPEN_SUFFIX = SEGMENT_SUFFIX + ".open"
 # A segment still ``.open`` this long after its last write lost its writer (a crash).
 ORPHAN_AGE_S = 30.0
 
 
-class SpoolError(OSError):
-    """The spool cannot take or give records (unwritable, unreachable, damaged claim)."""
+class SpoolError(StorageError):
+    """The spool cannot take or give records (unwritable, unreachable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,22 +167,21 @@ def decode_segment(data: bytes, name: str = "segment") -> SegmentContents:
 
 
 class Spool(Protocol):
-    """Where records wait; a local directory or an S3-compatible bucket."""
+    """Where records wait; a local directory or an S3-compatible bucket, with the claim store
+    of payloads too large for a DLQ record beside it."""
 
     location: str
+
+    @property
+    def claims(self) -> ClaimStore: ...
 
     def append(self, records: Sequence[SpooledRecord]) -> str: ...
 
     def segments(self) -> list[str]: ...
 
-    @contextlib.contextmanager
-    def claim_segment(self, name: str) -> Iterator[bytes | None]: ...
+    def claim_segment(self, name: str) -> contextlib.AbstractContextManager[bytes | None]: ...
 
     def remove(self, name: str) -> None: ...
-
-    def put_claim(self, data: bytes) -> tuple[str, str]: ...
-
-    def get_claim(self, uri: str) -> bytes: ...
 
 
 def _segment_name() -> str:
@@ -184,6 +195,7 @@ class LocalSpool:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).absolute()
         self.location = str(self.path)
+        self.claims = LocalClaims(self.path / "claims")
 
     def _dir(self) -> Path:
         try:
@@ -203,7 +215,7 @@ class LocalSpool:
         folder = self._dir()
         name = _segment_name()
         data = encode_segment(records)
-        opened = folder / (name + OPEN_SUFFIX)
+        opened = folder / (name.removesuffix(SEGMENT_SUFFIX) + OPEN_SUFFIX)
         try:
             fd = os.open(opened, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -215,7 +227,7 @@ class LocalSpool:
                 os.rename(opened, folder / name)
             finally:
                 os.close(fd)
-            _fsync_dir(folder)
+            fsync_dir(folder)
         except OSError as e:
             raise SpoolError(f"cannot write to spool {folder}: {e.strerror or e}") from e
         return name
@@ -259,42 +271,7 @@ class LocalSpool:
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.path / name).unlink()
-        _fsync_dir(self.path)
-
-    def put_claim(self, data: bytes) -> tuple[str, str]:
-        digest = hashlib.sha256(data).hexdigest()
-        folder = self._dir() / "claims"
-        try:
-            folder.mkdir(exist_ok=True)
-            target = folder / digest
-            if not target.exists():
-                tmp = folder / f".{digest}.{uuid.uuid4().hex[:8]}"
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                tmp.rename(target)
-                _fsync_dir(folder)
-        except OSError as e:
-            raise SpoolError(f"cannot store a claim in {folder}: {e.strerror or e}") from e
-        return target.as_uri(), digest
-
-    def get_claim(self, uri: str) -> bytes:
-        if not uri.startswith("file://"):
-            raise SpoolError(f"not a local claim: {uri}")
-        path = Path(uri.removeprefix("file://"))
-        try:
-            return path.read_bytes()
-        except OSError as e:
-            raise SpoolError(f"claim {uri} cannot be read: {e.strerror or e}") from e
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(self.path)
 
 
 class S3Spool:
@@ -305,44 +282,44 @@ class S3Spool:
     """
 
     def __init__(self, location: str, client: Any = None) -> None:
-        bucket, _, prefix = location.removeprefix("s3://").partition("/")
-        if not bucket:
-            raise SpoolError(f"an S3 spool is s3://BUCKET[/PREFIX], got {location!r}")
+        try:
+            bucket, prefix = split_s3(location)
+            self.client = client if client is not None else s3_client()
+        except StorageError as e:
+            raise SpoolError(str(e)) from e
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.location = f"s3://{bucket}/{self.prefix}"
-        if client is None:
-            try:
-                import boto3
-            except ImportError as e:
-                raise SpoolError(
-                    f"an S3 spool ({location}) needs boto3: pip install 'marketlag-dlq[s3]'"
-                ) from e
-            client = boto3.client("s3")
-        self.client = client
+        self.claims = S3Claims(bucket, f"{self.prefix}claims/", self.client)
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return fn(Bucket=self.bucket, **kwargs)
-        except (BotoCoreError, ClientError) as e:
-            raise SpoolError(f"S3 spool {self.location}: {what} failed: {e}") from e
+        return s3_call(SpoolError, f"S3 spool {self.location}: {what}", fn, **kwargs)
 
     def append(self, records: Sequence[SpooledRecord]) -> str:
-        import base64
-
         data = encode_segment(records)
         name = _segment_name()
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
-        self._call("put", self.client.put_object, Key=self.prefix + name, Body=data, ContentMD5=md5)
+        self._call(
+            "put",
+            self.client.put_object,
+            Bucket=self.bucket,
+            Key=self.prefix + name,
+            Body=data,
+            ContentMD5=md5,
+        )
         return name
 
     def segments(self) -> list[str]:
         names: list[str] = []
         token: dict[str, str] = {}
         while True:
-            page = self._call("list", self.client.list_objects_v2, Prefix=self.prefix, **token)
+            page = self._call(
+                "list",
+                self.client.list_objects_v2,
+                Bucket=self.bucket,
+                Prefix=self.prefix,
+                **token,
+            )
             for obj in page.get("Contents", []):
                 name = obj["Key"][len(self.prefix) :]
                 if "/" not in name and name.endswith(SEGMENT_SUFFIX):
@@ -365,40 +342,15 @@ class S3Spool:
         yield obj["Body"].read()
 
     def remove(self, name: str) -> None:
-        self._call("delete", self.client.delete_object, Key=self.prefix + name)
-
-    def put_claim(self, data: bytes) -> tuple[str, str]:
-        digest = hashlib.sha256(data).hexdigest()
-        key = f"{self.prefix}claims/{digest}"
-        self._call("put claim", self.client.put_object, Key=key, Body=data)
-        return f"s3://{self.bucket}/{key}", digest
-
-    def get_claim(self, uri: str) -> bytes:
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        if not uri.startswith("s3://") or bucket != self.bucket:
-            raise SpoolError(f"not a claim of {self.location}: {uri}")
-        body = self._call("get claim", self.client.get_object, Key=key)["Body"].read()
-        return bytes(body)
+        self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=self.prefix + name)
 
 
-def open_spool(location: str | Path) -> LocalSpool | S3Spool:
+def open_spool(location: str | Path) -> Spool:
     """The spool at ``location``: ``s3://bucket/prefix`` or a directory."""
     text = str(location)
     if text.startswith("s3://"):
         return S3Spool(text)
     return LocalSpool(text)
-
-
-def fetch_claim(uri: str, sha256: str) -> bytes:
-    """The payload a claim-checked envelope refers to, checked against its digest."""
-    if uri.startswith("s3://"):
-        bucket = uri.removeprefix("s3://").partition("/")[0]
-        data = S3Spool(f"s3://{bucket}").get_claim(uri)
-    else:
-        data = LocalSpool("/").get_claim(uri)
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise SpoolError(f"claim {uri} does not match its sha256 {sha256}")
-    return data
 
 
 @dataclass(frozen=True)

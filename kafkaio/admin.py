@@ -23,7 +23,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from udfs.config import JobConfig
+from settings.config import JobConfig
 
 # Kafka's default max.message.bytes (broker message.max.bytes) for a topic without override.
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588

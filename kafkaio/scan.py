@@ -31,19 +31,27 @@ LATE_APPEND_MS = 5 * 60_000
 
 @dataclass(frozen=True, slots=True)
 class DlqRecord:
-    """A DLQ record and its envelope (None, with ``problem`` set, if it is not one)."""
+    """A DLQ record and its envelope."""
 
     message: Message
-    envelope: EnvelopeView | None
-    problem: str | None = None
+    envelope: EnvelopeView
 
 
-def dlq_record(msg: Message) -> DlqRecord:
-    """A DLQ record with its envelope read (or what makes it none)."""
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A record of a DLQ topic that is not an envelope, and why (written there by hand, or
+    by another tool): counted and reported, never replayed."""
+
+    message: Message
+    problem: str
+
+
+def dlq_record(msg: Message) -> DlqRecord | Unreadable:
+    """A DLQ record with its envelope read, or what makes it none."""
     try:
         return DlqRecord(msg, EnvelopeView.read(msg.value or b""))
     except EnvelopeError as e:
-        return DlqRecord(msg, None, str(e))
+        return Unreadable(msg, str(e))
 
 
 def message_of(raw: Any) -> Message:
@@ -208,7 +216,7 @@ def headers_of(raw: object) -> Headers:
     return tuple((str(k), v) for k, v in raw) if isinstance(raw, list) else ()
 
 
-def read_dlq(conf: Mapping[str, str], topics: Sequence[str]) -> Iterator[DlqRecord]:
+def read_dlq(conf: Mapping[str, str], topics: Sequence[str]) -> Iterator[DlqRecord | Unreadable]:
     """The committed records of DLQ topics with their envelopes parsed (fetching starts now,
     as for :func:`read_to_end`)."""
     return map(dlq_record, read_to_end(conf, topics))

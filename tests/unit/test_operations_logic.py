@@ -10,7 +10,7 @@ import pytest
 from dlq.plot import bucket, step_label
 from dlq.replay import Selection, replay_headers
 from dlq.stats import TopicStats, analyze, fingerprint, normalise_message
-from kafkaio.scan import DlqRecord, Message
+from kafkaio.scan import DlqRecord, Message, Unreadable
 from kafkaio.scan import dlq_record as dlq_record_of
 from udfs.envelope import build_envelope
 from udfs.errors import Category, ValidationError
@@ -30,7 +30,9 @@ def dlq_record(
         failed_at=datetime.fromisoformat(failed),
     )
     msg = Message("dlq.rss.events", partition, offset, ts, b"k", orjson.dumps(env), ())
-    return dlq_record_of(msg)
+    rec = dlq_record_of(msg)
+    assert isinstance(rec, DlqRecord)
+    return rec
 
 
 def test_fingerprint_ignores_values_but_not_the_kind_of_failure() -> None:
@@ -74,7 +76,7 @@ def test_selection_combines_criteria() -> None:
     assert not Selection(until=datetime(2026, 11, 30, 10, tzinfo=UTC)).matches(rec)
     assert Selection(offsets={1: (5, 5)}).matches(rec)
     assert not Selection(offsets={0: (0, 99)}).matches(rec)
-    assert Selection(fingerprint=fingerprint(rec.envelope.error)).matches(rec)  # type: ignore[union-attr]
+    assert Selection(fingerprint=fingerprint(rec.envelope.error)).matches(rec)
 
 
 def test_replay_headers_replace_the_count_and_keep_the_rest() -> None:
@@ -103,16 +105,16 @@ def test_growth_counts_only_the_window() -> None:
     ],
 )
 def test_one_decision_on_what_is_not_an_envelope(change: dict[str, object], why: str) -> None:
-    """Every reader gets the same verdict: stats counts it, analyze and replay skip it."""
+    """Every reader gets the same verdict, an :class:`Unreadable` (which replay's selection
+    cannot take: its type says so): stats counts it, analyze leaves it out."""
     good = orjson.loads(dlq_record("m", None, 0, "2026-11-30T18:00:00+00:00").message.value or b"")
     msg = Message("dlq.rss.events", 0, 1, 0, b"k", orjson.dumps({**good, **change}), ())
     rec = dlq_record_of(msg)
-    assert rec.envelope is None and rec.problem is not None and why in rec.problem
+    assert isinstance(rec, Unreadable) and why in rec.problem
     stats = TopicStats("dlq.rss.events")
     stats.add(rec)
     assert (stats.count, stats.not_envelopes, dict(stats.by_category)) == (1, 1, {})
     assert analyze([rec]) == []
-    assert not Selection().matches(rec)
 
 
 @pytest.mark.parametrize(
