@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ingest.producer import IngestProducer, OutRecord
-from udfs.config import load_config
+from settings.config import load_config
 
 _PRODUCER: IngestProducer | None = None
 

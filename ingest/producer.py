@@ -28,15 +28,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from ingest.spool import LocalSpool, S3Spool, SpooledRecord, SpoolError, open_spool
-from udfs.config import FeedTopics, JobConfig
+from ingest.spool import Spool, SpooledRecord, SpoolError, open_spool
+from kafkaio.claims import ClaimError
+from kafkaio.producers import produce_waiting
+from settings.config import FeedTopics, JobConfig
 from udfs.envelope import build_delivery_envelope, claim_checked, encode
 from udfs.record import Headers
 
@@ -77,45 +80,105 @@ class OutRecord:
     timestamp: int | None = None
 
 
-@dataclass
-class SendReport:
-    """What became of a batch: every record is in exactly one of the first three counts."""
-
-    acknowledged: int = 0
-    dead_lettered: int = 0
-    spooled: int = 0
-    claim_checked: int = 0
-    possibly_persisted: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def total(self) -> int:
-        return self.acknowledged + self.dead_lettered + self.spooled
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "acknowledged": self.acknowledged,
-            "dead_lettered": self.dead_lettered,
-            "spooled": self.spooled,
-            "claim_checked": self.claim_checked,
-            "possibly_persisted": self.possibly_persisted,
-            "errors": dict(self.errors),
-        }
-
-
 @dataclass(frozen=True, slots=True)
-class Failure:
-    """A record its input topic did not acknowledge, and why."""
+class Undelivered:
+    """A record its input topic did not acknowledge, exactly as it was given (key, value,
+    headers and timestamp), and why: a Kafka error, or ``code`` None when the value could not
+    even be serialised."""
 
     key: bytes | None
     value: bytes | None
     headers: Headers
     timestamp: int | None
-    error: str
+    error: str  # the Kafka error's name, or the serialisation error's type
     message: str
-    retriable: bool
-    possibly_persisted: bool
-    reached: bool  # False: never reached the input (timed out, broker down)
+    retriable: bool = False
+    code: int | None = None
+    # librdkafka's word: it was sent, or may have been, and no answer came
+    possibly_persisted: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        timestamp: int | None,
+        err: KafkaError,
+    ) -> Undelivered:
+        """A record and the error Kafka gave for it."""
+        code = err.code()
+        return cls(
+            key,
+            value,
+            headers,
+            timestamp,
+            err.name(),
+            err.str(),
+            err.retriable(),
+            code,
+            code in POSSIBLY_PERSISTED,
+        )
+
+    @property
+    def reached(self) -> bool:
+        """False when the input could not be reached in time (timed out, broker down)."""
+        return self.code not in UNREACHED
+
+    def envelope(self, topic: str, *, attempts: int, producer: str) -> dict[str, Any]:
+        """Its ``delivery`` envelope (SPEC section 5) for the DLQ of ``topic``."""
+        return build_delivery_envelope(
+            topic=topic,
+            key=self.key,
+            value=self.value,
+            headers=self.headers,
+            timestamp=self.timestamp,
+            error_name=self.error,
+            message=self.message,
+            retriable=self.retriable,
+            possibly_persisted=self.possibly_persisted,
+            attempts=attempts,
+            producer=producer,
+        )
+
+
+class Place(StrEnum):
+    DLQ = "dead_lettered"
+    SPOOL = "spooled"
+
+
+@dataclass(frozen=True, slots=True)
+class Fate:
+    """Where a record its input did not acknowledge ended up: its feed's DLQ (the envelope
+    carrying its payload, or a claim check of it) or the spool."""
+
+    record: Undelivered
+    place: Place
+    claim_checked: bool = False
+
+
+@dataclass
+class SendReport:
+    """What became of a batch: every record is acknowledged or has its :class:`Fate`."""
+
+    sent: int = 0
+    fates: list[Fate] = field(default_factory=list)
+
+    @property
+    def acknowledged(self) -> int:
+        return self.sent - len(self.fates)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Counts by fate (each record in exactly one of the first three), and the errors."""
+        places = Counter(f.place for f in self.fates)
+        return {
+            "acknowledged": self.acknowledged,
+            "dead_lettered": places[Place.DLQ],
+            "spooled": places[Place.SPOOL],
+            "claim_checked": sum(f.claim_checked for f in self.fates if f.place is Place.DLQ),
+            "possibly_persisted": sum(f.record.possibly_persisted for f in self.fates),
+            "errors": dict(Counter(f.record.error for f in self.fates)),
+        }
 
 
 def serialise(value: Any) -> bytes | None:
@@ -135,31 +198,61 @@ def _best_effort_bytes(value: Any) -> bytes:
         return repr(value).encode("utf-8", "backslashreplace")
 
 
-def _headers(raw: object) -> Headers:
-    return tuple((str(k), v) for k, v in raw) if isinstance(raw, list) else ()
+def unserialisable(rec: OutRecord, exc: Exception, stamp: int) -> Undelivered:
+    return Undelivered(
+        rec.key,
+        _best_effort_bytes(rec.value),
+        rec.headers,
+        rec.timestamp or stamp,
+        type(exc).__name__,
+        f"the value cannot be serialised ({exc}); the payload holds what could be kept of it",
+    )
 
 
-def _timestamp(msg: Any) -> int | None:
-    kind, ts = msg.timestamp()
-    return ts if kind and ts >= 0 else None
+def spooled(rec: Undelivered, topics: FeedTopics, envelope: bytes) -> SpooledRecord:
+    """What the spool holds for an undelivered record: the record itself when its input was
+    not reached (drain sends it there), else its envelope (drain sends it to the DLQ)."""
+    itself = not rec.reached
+    return SpooledRecord(
+        kind="record" if itself else "envelope",
+        topic=topics.input if itself else topics.dlq,
+        dlq_topic=topics.dlq,
+        key=rec.key,
+        value=rec.value if itself else envelope,
+        headers=rec.headers,
+        timestamp=rec.timestamp if itself else None,
+        possibly_persisted=rec.possibly_persisted,
+        reason=f"{rec.error}: {rec.message}",
+    )
+
+
+@dataclass(slots=True)
+class _Letter:
+    """An undelivered record on its way to the DLQ, with the envelope that carries it, and
+    where it ends up."""
+
+    record: Undelivered
+    envelope: dict[str, Any]
+    claim_checked: bool = False
+    place: Place = Place.DLQ
+
+    def body(self) -> bytes:
+        return encode(self.envelope)
 
 
 class IngestProducer:
     """One per process (a Lambda container keeps it between invocations)."""
 
     def __init__(
-        self,
-        config: JobConfig,
-        spool: LocalSpool | S3Spool | None = None,
-        *,
-        name: str = "marketlag-ingest",
+        self, config: JobConfig, spool: Spool | None = None, *, name: str = "marketlag-ingest"
     ) -> None:
         self.config = config
         self.spool = spool if spool is not None else open_spool(config.ingest.spool)
         self.name = name
         self._producer: Producer | None = None
         self._fatal: KafkaError | None = None
-        self._reports: list[tuple[KafkaError, Any]] = []
+        self._undelivered: list[Undelivered] = []
+        self._stamp = 0
 
     # librdkafka ----------------------------------------------------------------------------
 
@@ -195,33 +288,24 @@ class IngestProducer:
         return self._producer
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        """A record of the hot path failed: bytes, no headers, the send's timestamp (a
+        delivery report carries no headers, and a purged record no timestamp)."""
         if err is not None:
-            self._reports.append((err, msg))
+            self._undelivered.append(Undelivered.of(msg.key(), msg.value(), (), self._stamp, err))
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
             self._fatal = err
 
-    def _produce(self, producer: Producer, topic: str, **kwargs: Any) -> None:
-        while True:
-            try:
-                producer.produce(topic, **kwargs)
-                return
-            except BufferError:  # the local queue is full: let it drain
-                # Successes make no callback, so poll waits its whole timeout: keep it short.
-                producer.poll(0.005)
-
-    def _settle(self, producer: Producer, timeout_ms: int) -> list[tuple[KafkaError, Any]]:
+    def _settle(self, producer: Producer, timeout_ms: int) -> None:
         """Waits for every record produced so far; past the deadline, purges what is queued,
-        then what is in flight. Returns the failures reported."""
+        then what is in flight (each then reports its failure)."""
         if producer.flush(timeout_ms / 1000) > 0:
             producer.purge(in_queue=True, in_flight=False)
             producer.poll(0)
             producer.purge(in_queue=False, in_flight=True)
             while producer.flush(1.0) > 0:
                 pass
-        reports, self._reports = self._reports, []
-        return reports
 
     # send ----------------------------------------------------------------------------------
 
@@ -229,17 +313,23 @@ class IngestProducer:
         """Sends ``records`` to the feed's input topic; returns once each is acknowledged,
         in the feed's DLQ, or in the spool. Raises :class:`IngestError` otherwise."""
         topics = self.config.feeds[feed]
-        report = SendReport()
-        failures: list[Failure] = []
-        producer = self._client()
         if not isinstance(records, list | tuple):
             records = list(records)
+        undelivered = self._to_input(topics.input, records)
+        return SendReport(len(records), self._dead_letter(topics, undelivered))
+
+    def _to_input(
+        self, topic: str, records: list[OutRecord] | tuple[OutRecord, ...]
+    ) -> list[Undelivered]:
+        """Produces ``records`` to ``topic`` and waits for them; returns those it did not
+        acknowledge, each exactly as it was given."""
+        producer = self._client()
         # Every record of a send without a timestamp of its own gets the send's: librdkafka
         # gives none back with a record it purged, and drain and replay look for a possibly
         # persisted record in its topic by its timestamp (and it keeps its creation time).
-        stamp = time.time_ns() // 1_000_000
-        stamped: dict[tuple[bytes | None, bytes | None], int] = {}  # a record's own timestamp
-        produce, topic = producer.produce, topics.input
+        stamp = self._stamp = time.time_ns() // 1_000_000
+        self._undelivered = refused = []
+        produce = producer.produce
         for rec in records:  # the hot loop: a bare producer's Python and one check
             value = rec.value
             if value.__class__ is bytes and not rec.headers and not rec.timestamp:
@@ -251,202 +341,102 @@ class IngestProducer:
                 except BufferError:
                     pass  # the queue is full: the slow path waits for room
                 except KafkaException as e:  # refused before it was queued (e.g. too large)
-                    failures.append(_refused(rec, value, e.args[0], stamp))
+                    refused.append(Undelivered.of(rec.key, value, (), stamp, e.args[0]))
                     continue
-            self._produce_one(producer, topic, rec, failures, stamp, stamped)
-        produced = len(records) - len(failures)
-        reports = self._settle(producer, self.config.ingest.delivery_timeout_ms)
-        report.acknowledged = produced - len(reports)
-        failures += [_failure(err, msg, stamp, stamped) for err, msg in reports]
-        if failures:
-            self._dead_letter(producer, topics, failures, report)
-        return report
+            self._produce_one(producer, topic, rec, stamp)
+        self._settle(producer, self.config.ingest.delivery_timeout_ms)
+        return self._undelivered
 
-    def _produce_one(
-        self,
-        producer: Producer,
-        topic: str,
-        rec: OutRecord,
-        failures: list[Failure],
-        stamp: int,
-        stamped: dict[tuple[bytes | None, bytes | None], int],
-    ) -> None:
-        """What the hot loop leaves aside: a value to serialise, headers, a timestamp, a full
-        queue. A record refused before it was queued goes to ``failures``; one with its own
-        timestamp is noted in ``stamped``."""
+    def _produce_one(self, producer: Producer, topic: str, rec: OutRecord, stamp: int) -> None:
+        """What the hot loop leaves aside: a value to serialise, headers, a timestamp of its
+        own, a full queue. Its delivery report is its own, so that a failure keeps the record
+        exactly as given (a report carries no headers)."""
         value = rec.value
         if value is not None and not isinstance(value, bytes):
             try:
                 value = serialise(value)
             except (TypeError, ValueError) as e:
-                failures.append(_unserialisable(rec, e, stamp))
+                self._undelivered.append(unserialisable(rec, e, stamp))
                 return
-        kwargs: dict[str, Any] = {"value": value, "key": rec.key}
+        undelivered, timestamp = self._undelivered, rec.timestamp or stamp
+
+        def reported(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                undelivered.append(Undelivered.of(rec.key, value, rec.headers, timestamp, err))
+
+        kwargs: dict[str, Any] = {
+            "value": value,
+            "key": rec.key,
+            "timestamp": timestamp,
+            "on_delivery": reported,
+        }
         if rec.headers:
             kwargs["headers"] = list(rec.headers)
-        kwargs["timestamp"] = rec.timestamp or stamp
-        if rec.timestamp:
-            stamped[(rec.key, value)] = rec.timestamp
         try:
-            self._produce(producer, topic, **kwargs)
-        except KafkaException as e:
-            failures.append(_refused(rec, value, e.args[0], stamp))
+            produce_waiting(producer, topic, 0.005, **kwargs)
+        except KafkaException as e:  # refused before it was queued (e.g. too large)
+            undelivered.append(Undelivered.of(rec.key, value, rec.headers, timestamp, e.args[0]))
 
-    def _dead_letter(
-        self, producer: Producer, topics: FeedTopics, failures: list[Failure], report: SendReport
-    ) -> None:
-        for f in failures:
-            report.errors[f.error] += 1
-            report.possibly_persisted += f.possibly_persisted
-        envelopes = [encode(self._envelope(topics, f)) for f in failures]
-        left = self._try_dlq(producer, topics, failures, envelopes)
-        # Too large for the DLQ: the payload goes aside, the envelope carries a reference.
-        large = [i for i, err in left.items() if err in TOO_LARGE]
+    def _dead_letter(self, topics: FeedTopics, undelivered: list[Undelivered]) -> list[Fate]:
+        """The fate of each record its input did not acknowledge: its envelope in the DLQ;
+        if too large for the DLQ, an envelope with its payload stored aside; what the DLQ does
+        not take either, in the spool (which raises :class:`IngestError` if it cannot)."""
+        if not undelivered:
+            return []
+        letters = [
+            _Letter(r, r.envelope(topics.input, attempts=1, producer=self.name))
+            for r in undelivered
+        ]
+        refused = self._to_dlq(topics.dlq, letters)
+        large = [letter for letter, code in refused if code in TOO_LARGE]
+        left = [letter for letter, code in refused if code not in TOO_LARGE]
         if large:
             try:
-                claimed = {i: self._claim(topics, failures[i]) for i in large}
-            except SpoolError as e:
-                raise IngestError(f"{len(failures)} records not delivered: {e}") from e
-            retry = self._try_dlq(
-                producer,
-                topics,
-                [failures[i] for i in large],
-                [claimed[i] for i in large],
-            )
-            report.claim_checked += len(large) - len(retry)
-            for i in large:  # should the DLQ still refuse it, the spool holds it claim-checked
-                envelopes[i] = claimed[i]
-            for j, err in retry.items():
-                left[large[j]] = err
-            for i in set(large) - {large[j] for j in retry}:
-                del left[i]
+                for letter in large:
+                    uri, digest = self.spool.claims.put(letter.record.value or b"")
+                    letter.envelope = claim_checked(letter.envelope, uri, digest)
+                    letter.claim_checked = True
+            except ClaimError as e:
+                raise IngestError(f"{len(undelivered)} records not delivered: {e}") from e
+            left += [letter for letter, _ in self._to_dlq(topics.dlq, large)]
         if left:
-            spooled = [self._spooled(topics, failures[i], envelopes[i]) for i in sorted(left)]
             try:
-                self.spool.append(spooled)
+                self.spool.append([spooled(lt.record, topics, lt.body()) for lt in left])
             except SpoolError as e:
                 raise IngestError(
-                    f"{len(failures)} records reached neither {topics.input} nor "
+                    f"{len(undelivered)} records reached neither {topics.input} nor "
                     f"{topics.dlq}, and the spool refused them: {e}"
                 ) from e
-        report.spooled = len(left)
-        report.dead_lettered = len(failures) - len(left)
+            for letter in left:
+                letter.place = Place.SPOOL
+        return [Fate(lt.record, lt.place, lt.claim_checked) for lt in letters]
 
-    def _try_dlq(
-        self,
-        producer: Producer,
-        topics: FeedTopics,
-        failures: list[Failure],
-        envelopes: list[bytes],
-    ) -> dict[int, int]:
-        """Produces the envelopes to the DLQ; returns {index: error code} of those it refused."""
-        refused: dict[int, int] = {}
+    def _to_dlq(self, topic: str, letters: list[_Letter]) -> list[tuple[_Letter, int]]:
+        """Produces the letters' envelopes to the DLQ; returns those it refused, each with
+        the error's code."""
+        producer = self._client()
+        refused: list[tuple[_Letter, int]] = []
+        for letter in letters:
 
-        def on_delivery(i: int) -> Callable[[KafkaError | None, Any], None]:
-            def done(err: KafkaError | None, _msg: Any) -> None:
+            def reported(err: KafkaError | None, _msg: Any, letter: _Letter = letter) -> None:
                 if err is not None:
-                    refused[i] = err.code()
+                    refused.append((letter, err.code()))
 
-            return done
-
-        for i, (f, env) in enumerate(zip(failures, envelopes, strict=True)):
-            kwargs: dict[str, Any] = {"key": f.key, "value": env, "on_delivery": on_delivery(i)}
-            if f.headers:
-                kwargs["headers"] = list(f.headers)
+            kwargs: dict[str, Any] = {
+                "key": letter.record.key,
+                "value": letter.body(),
+                "on_delivery": reported,
+            }
+            if letter.record.headers:
+                kwargs["headers"] = list(letter.record.headers)
             try:
-                self._produce(producer, topics.dlq, **kwargs)
+                produce_waiting(producer, topic, 0.005, **kwargs)
             except KafkaException as e:
-                refused[i] = e.args[0].code()
+                refused.append((letter, e.args[0].code()))
         self._settle(producer, self.config.ingest.dlq_timeout_ms)
         return refused
-
-    def _envelope(self, topics: FeedTopics, f: Failure) -> dict[str, Any]:
-        return build_delivery_envelope(
-            topic=topics.input,
-            key=f.key,
-            value=f.value,
-            headers=f.headers,
-            timestamp=f.timestamp,
-            error_name=f.error,
-            message=f.message,
-            retriable=f.retriable,
-            possibly_persisted=f.possibly_persisted,
-            attempts=1,
-            producer=self.name,
-        )
-
-    def _claim(self, topics: FeedTopics, f: Failure) -> bytes:
-        uri, digest = self.spool.put_claim(f.value or b"")
-        return encode(claim_checked(self._envelope(topics, f), uri, digest))
-
-    def _spooled(self, topics: FeedTopics, f: Failure, envelope: bytes) -> SpooledRecord:
-        """What the spool holds for a failure: the record itself when its input was not
-        reached (drain sends it there), else its envelope (drain sends it to the DLQ)."""
-        itself = not f.reached
-        return SpooledRecord(
-            kind="record" if itself else "envelope",
-            topic=topics.input if itself else topics.dlq,
-            dlq_topic=topics.dlq,
-            key=f.key,
-            value=f.value if itself else envelope,
-            headers=f.headers,
-            timestamp=f.timestamp if itself else None,
-            possibly_persisted=f.possibly_persisted,
-            reason=f"{f.error}: {f.message}",
-        )
 
     def close(self, timeout_s: float = 10) -> None:
         if self._producer is not None:
             self._producer.flush(timeout_s)
             self._producer = None
-
-
-def _failure(
-    err: KafkaError,
-    msg: Any,
-    stamp: int,
-    stamped: dict[tuple[bytes | None, bytes | None], int],
-) -> Failure:
-    """A failed delivery report's record. Its timestamp: the report's, else (a purged record
-    has none) the one it was produced with."""
-    code = err.code()
-    key, value = msg.key(), msg.value()
-    return Failure(
-        key,
-        value,
-        _headers(msg.headers()),
-        _timestamp(msg) or (stamped.get((key, value), stamp) if stamped else stamp),
-        err.name(),
-        err.str(),
-        err.retriable(),
-        code in POSSIBLY_PERSISTED,
-        code not in UNREACHED,
-    )
-
-
-def _refused(rec: OutRecord, value: bytes | None, err: KafkaError, stamp: int) -> Failure:
-    return Failure(
-        rec.key,
-        value,
-        rec.headers,
-        rec.timestamp or stamp,
-        err.name(),
-        err.str(),
-        err.retriable(),
-        False,
-        True,
-    )
-
-
-def _unserialisable(rec: OutRecord, exc: Exception, stamp: int) -> Failure:
-    return Failure(
-        rec.key,
-        _best_effort_bytes(rec.value),
-        rec.headers,
-        rec.timestamp or stamp,
-        type(exc).__name__,
-        f"the value cannot be serialised ({exc}); the payload holds what could be kept of it",
-        False,
-        False,
-        True,
-    )

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,18 +25,20 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
+from bench.harness import free_port
 from ingest import handlers
-from ingest.producer import IngestError
-from ingest.spool import LocalSpool, SpooledRecord, decode_segment
+from ingest.producer import IngestError, IngestProducer, OutRecord
+from ingest.spool import LocalSpool, S3Spool, SpooledRecord, decode_segment
 from kafkaio import acl, ledger
 from kafkaio.admin import ensure_project_topics, retention_ms, wait_for_broker
-from tests.conftest import SecureBroker
+from kafkaio.claims import fetch_claim
+from settings.config import JobConfig, load_config
+from tests.conftest import OwnBroker, SecureBroker
 from tests.integration.test_security import add_user, grant
 from tests.kafka_helpers import (
     ROOT,
     dlq_cli,
     fill_dlq,
-    free_port,
     make_job_config,
     produce,
     read_all,
@@ -43,11 +46,20 @@ from tests.kafka_helpers import (
     wait_for,
     with_settings,
 )
-from udfs.config import JobConfig, load_config
-from udfs.envelope import build_delivery_envelope, decode, encode, original
+from udfs.envelope import REPLAY_COUNT_HEADER, build_delivery_envelope, decode, encode, original
 
 pytestmark = pytest.mark.integration
-KAFKA = str(ROOT / "scripts" / "kafka.sh")
+# Headers as a record may carry them: a name twice (Kafka keeps both, in order), binary, empty
+# and null values, a name beyond ASCII.
+HEADERS: tuple[tuple[str, bytes | None], ...] = (
+    ("trace", b"t-1"),
+    ("trace", b"\x00\xff\x80"),
+    ("empty", b""),
+    ("null", None),
+    ("ünïcode", "é".encode()),
+)
+# A minute before the tests start: a record's own creation time, distinct from the send's.
+SENT_AT = int(time.time() * 1000) - 60_000
 
 
 def rss_item(n: int, **extra: Any) -> dict[str, Any]:
@@ -59,6 +71,15 @@ def rss_item(n: int, **extra: Any) -> dict[str, Any]:
         "published_at": "2026-11-30T18:05:00Z",
         **extra,
     }
+
+
+def exact(n: int, **extra: Any) -> OutRecord:
+    """An RSS record with the awkward headers and a timestamp of its own."""
+    return OutRecord(f"e-{n}".encode(), orjson.dumps(rss_item(n, **extra)), HEADERS, SENT_AT + n)
+
+
+def as_sent(rec: OutRecord) -> tuple[Any, ...]:
+    return (rec.key, rec.value, rec.headers, rec.timestamp)
 
 
 def setup(
@@ -118,6 +139,78 @@ def test_records_kafka_refuses_go_to_the_dlq_with_their_exact_bytes(
     assert b"is not JSON" in (original(odd_env).value or b"")
 
 
+def test_every_fate_keeps_the_record_key_value_headers_and_timestamp_as_sent(
+    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acknowledged, dead-lettered after it was queued (the broker refuses it as too large),
+    dead-lettered before it was queued (cannot be serialised), then replayed: each carries
+    exactly the key, value, headers and timestamp it was sent with."""
+    path, config = setup(tmp_path, bootstrap, monkeypatch)
+    rss = config.feeds["rss"]
+    target = f"{rss.input}.fixed"
+    limit = {"max.message.bytes": "4000000"}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(target, 1, 1, config=limit)])[target].result(30)
+    ok, big = exact(1), exact(2, summary="x" * 1_400_000)  # over the input's 1 MiB limit
+    odd = OutRecord(b"e-3", {"keywords": {"a set"}}, HEADERS, SENT_AT + 3)
+
+    report = IngestProducer(config).send("rss", [ok, big, odd]).as_dict()
+
+    assert (report["acknowledged"], report["dead_lettered"], report["spooled"]) == (1, 2, 0)
+    assert report["errors"] == {"MSG_SIZE_TOO_LARGE": 1, "TypeError": 1}
+    [written] = read_all(bootstrap, [rss.input])
+    assert (written.key, written.value, written.headers, written.timestamp) == as_sent(ok)
+    dead = {m.key: m for m in read_all(bootstrap, [rss.dlq])}
+    for rec in (big, odd):
+        msg = dead[rec.key]
+        orig = original(decode(msg.value or b""))
+        assert (orig.key, orig.headers, orig.timestamp) == (rec.key, HEADERS, rec.timestamp)
+        assert msg.headers == HEADERS, "the DLQ record carries the headers too"
+    assert original(decode(dead[big.key].value or b"")).value == big.value
+
+    replay = dlq_cli(
+        path, "replay", "--topic", rss.dlq, "--error-type", "MSG_SIZE_TOO_LARGE", "--to", target
+    )
+    assert replay.returncode == 0, replay.stderr
+    [back] = read_all(bootstrap, [target])
+    assert (back.key, back.value, back.timestamp) == (big.key, big.value, big.timestamp)
+    assert back.headers == (*HEADERS, ("dlq.replay.count", b"1"))
+
+
+def test_a_spooled_record_keeps_its_headers_and_timestamp_into_its_topic(
+    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka out of reach: the records wait in the spool as they were sent, and drain writes
+    them to their topic as they were sent."""
+    path, config = setup(tmp_path, bootstrap, monkeypatch)
+    down = with_settings(
+        path,
+        tmp_path / "down.yaml",
+        kafka__bootstrap_servers=f"127.0.0.1:{free_port()}",
+        ingest__delivery_timeout_ms=300,
+        ingest__dlq_timeout_ms=300,
+    )
+    sent = [exact(i) for i in range(20)]
+
+    report = IngestProducer(load_config(down)).send("rss", sent).as_dict()
+
+    assert report["spooled"] == 20
+    spool = LocalSpool(tmp_path / "spool")
+    [name] = spool.segments()
+    assert not name.endswith(".open")
+    with spool.claim_segment(name) as data:
+        held = decode_segment(data or b"", name).records
+    assert sorted((r.key, r.value, r.headers, r.timestamp) for r in held) == sorted(
+        as_sent(r) for r in sent
+    )
+    drain = dlq_cli(path, "spool", "drain", "--json")
+    assert drain.returncode == 0, drain.stderr
+    written = read_all(bootstrap, [config.feeds["rss"].input])
+    assert sorted((m.key, m.value, m.headers, m.timestamp) for m in written) == sorted(
+        as_sent(r) for r in sent
+    )
+
+
 def test_an_envelope_too_large_for_the_dlq_is_claim_checked_and_replay_resolves_it(
     bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,7 +257,8 @@ def test_an_unwritable_spool_makes_send_raise(
 
 
 class Sender(threading.Thread):
-    """Sends batches through the RSS handler until stopped, keeping every report."""
+    """Sends batches through the RSS handler's producer until stopped, keeping every report:
+    records with the awkward headers and timestamps of their own."""
 
     def __init__(self, batch: int) -> None:
         super().__init__(daemon=True)
@@ -181,29 +275,29 @@ class Sender(threading.Thread):
         n = 0
         try:
             while not self.stop.is_set():
-                items = [rss_item(n + i) for i in range(self.batch)]
+                records = [exact(n + i) for i in range(self.batch)]
                 n += self.batch
-                self.reports.append(handlers.rss_handler(items, None))
-                self.sent += [orjson.dumps(i) for i in items]
+                self.reports.append(handlers.producer().send("rss", records).as_dict())
+                self.sent += [r.value for r in records]
         except BaseException as e:
             self.error = e
 
 
+@pytest.mark.flink
 def test_broker_down_mid_stream_spools_then_drain_and_the_job_take_every_record(
-    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_broker: OwnBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if bootstrap != "127.0.0.1:9092":
-        pytest.fail("this test stops and starts the local broker; run it on the project's own")
+    bootstrap = own_broker.bootstrap
     path, config = setup(tmp_path, bootstrap, monkeypatch)
     rss = config.feeds["rss"]
     sender = Sender(batch=200)
     sender.start()
     try:
         wait_for("records acknowledged", lambda: sender.total("acknowledged") >= 1000, 60)
-        subprocess.run([KAFKA, "down"], check=True, capture_output=True)
+        own_broker.run("down")
         wait_for("records spooled", lambda: sender.total("spooled") >= 400, 120)
     finally:
-        subprocess.run([KAFKA, "up"], check=True, capture_output=True)
+        own_broker.run("up")
         wait_for_broker({"bootstrap.servers": bootstrap}, 60)
         sender.stop.set()
         sender.join(60)
@@ -223,6 +317,7 @@ def test_broker_down_mid_stream_spools_then_drain_and_the_job_take_every_record(
             held += decode_segment(data, name).records
     assert len(held) == spooled
     assert all(r.timestamp for r in held), "a spooled record without its creation time"
+    assert all(r.headers == HEADERS for r in held if r.kind == "record"), "headers lost"
     flagged = sum(r.possibly_persisted for r in held)
 
     # Drain looks for the possibly persisted ones in the input first: each spooled record
@@ -239,6 +334,7 @@ def test_broker_down_mid_stream_spools_then_drain_and_the_job_take_every_record(
     # persisted ones in the input first. Then every record sent is in the input once.
     dead = read_all(bootstrap, [rss.dlq])
     assert all(decode(m.value or b"")["error"]["category"] == "delivery" for m in dead)
+    assert all(original(decode(m.value or b"")).headers == HEADERS for m in dead)
     replay = dlq_cli(path, "replay", "--topic", rss.dlq, "--json")
     assert replay.returncode == 0, replay.stderr
     replayed = json.loads(replay.stdout)
@@ -246,6 +342,9 @@ def test_broker_down_mid_stream_spools_then_drain_and_the_job_take_every_record(
     in_input = read_all(bootstrap, [rss.input])
     in_kafka = Counter(m.value for m in in_input)
     assert set(in_kafka) == set(sender.sent), "a record sent is missing"
+    # (a replayed record carries the replay count on top of its own headers)
+    own = [tuple(h for h in m.headers if h[0] != REPLAY_COUNT_HEADER) for m in in_input]
+    assert all(h == HEADERS for h in own), "a record lost its headers on the way"
     twice = [v for v, count in in_kafka.items() if count > 1]
     if twice:  # where the first came from
         first = [m for m in in_input if m.value == twice[0]]
@@ -335,7 +434,7 @@ def test_drain_sends_a_possibly_persisted_record_only_if_its_topic_lacks_it(
             dlq_topic=rss.dlq,
             key=f"e-{n}".encode(),
             value=orjson.dumps(rss_item(n)),
-            headers=(("trace", f"t-{n}".encode()),),
+            headers=(*HEADERS, ("n", str(n).encode())),
             timestamp=ts,
             possibly_persisted=True,
             reason="_PURGE_INFLIGHT: Purged in flight",
@@ -482,6 +581,30 @@ def test_a_spool_in_s3_holds_what_kafka_cannot_take_and_drain_empties_it(
     assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket="spool", Prefix="fn/")
 
 
+def test_a_claim_in_s3_reads_back_under_any_prefix_a_user_may_choose(
+    s3_server: dict[str, str],
+) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    # What a user may put in a prefix: spaces, '%', '#', '?', '+', letters of any script.
+    part = st.text(
+        st.characters(whitelist_categories=("L", "N", "P", "S", "Zs"), blacklist_characters="/"),
+        min_size=1,
+        max_size=16,
+    ).filter(lambda c: c not in (".", ".."))
+
+    @settings(max_examples=40)
+    @given(st.lists(part, min_size=1, max_size=3), st.binary(max_size=500))
+    def reads_back(prefix: list[str], payload: bytes) -> None:
+        spool = S3Spool("s3://spool/" + "/".join(prefix))
+        uri, digest = spool.claims.put(payload)
+        assert uri == f"s3://spool/{'/'.join(prefix)}/claims/{digest}"
+        assert fetch_claim(uri, digest) == payload
+
+    reads_back()
+
+
 def test_replay_after_the_dlq_topic_is_created_again_replays_the_new_records(
     bootstrap: str, tmp_path: Path
 ) -> None:
@@ -568,3 +691,13 @@ def test_a_producer_that_may_not_write_the_input_dead_letters_its_records(
     assert sorted(original(e).value or b"" for e in dead) == sorted(orjson.dumps(i) for i in items)
     assert all(e["error"]["type"] == "TOPIC_AUTHORIZATION_FAILED" for e in dead)
     assert not any(password in orjson.dumps(e).decode() for e in dead)
+
+    # With headers and timestamps of their own, refused the same way: kept exactly.
+    sent = [exact(i) for i in range(100, 110)]
+    again = handlers.producer().send("rss", sent).as_dict()
+    assert again["errors"] == {"TOPIC_AUTHORIZATION_FAILED": 10}
+    dead = [decode(m.value or b"") for m in read_all(app.kafka.librdkafka(), [rss.dlq])]
+    kept = [original(e) for e in dead if original(e).key in {r.key for r in sent}]
+    assert sorted((o.key, o.value, o.headers, o.timestamp) for o in kept) == sorted(
+        as_sent(r) for r in sent
+    )
