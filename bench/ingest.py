@@ -40,13 +40,13 @@ import orjson
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.harness import isolated_config
 from bench.run import git_commit
 from ingest.producer import IngestProducer, OutRecord
 from ingest.spool import LocalSpool, SpooledRecord
-from jobs.local import isolated_config
 from kafkaio.admin import ensure_project_topics
 from kafkaio.scan import consumer, topic_size
-from udfs.config import ROOT, JobConfig, load_config
+from settings.config import ROOT, JobConfig, load_config
 from udfs.envelope import build_delivery_envelope, encode
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")

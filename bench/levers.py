@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.harness import set_paths
 from bench.run import (
     FLOORS,
     JOB,
@@ -32,7 +33,6 @@ from bench.run import (
     flink_run,
     git_commit,
 )
-from jobs.local import set_paths
 
 # name -> (what it changes, job.yaml changes; "flink.conf" entries merge into flink.conf)
 LEVERS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 
 from bench.run import RESULTS, dataset, fresh_outputs
-from udfs.config import ROOT
+from settings.config import ROOT
 
 
 class CpuByKind(threading.Thread):

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from udfs.config import ROOT
+from settings.config import ROOT
 
 RESULTS = ROOT / "bench" / "results"
 BENCH_MD = ROOT / "BENCH.md"

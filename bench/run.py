@@ -49,14 +49,14 @@ import psutil
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from jobs.local import free_port, isolated_config, start_job
+from bench.harness import free_port, isolated_config, start_job
+from jobs.sample import generate
 from kafkaio.admin import ensure_project_topics
 from kafkaio.scan import consumer as scan_consumer
 from kafkaio.scan import read_to_end, watermarks
-from udfs.config import FEEDS, ROOT, load_config
+from settings.config import FEEDS, ROOT, load_config
 from udfs.pipeline import Clean, FeedProcessor
 from udfs.record import SourceRecord
-from udfs.sample import generate
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 RESULTS = ROOT / "bench" / "results"
@@ -585,7 +585,10 @@ def _latency(cfg: Path, system: str, rate: float, bad: float, seconds: float) ->
     now = datetime.now(UTC)
     stream = {f: list(generate(f, 2000, bad, seed=9, now=now)) for f in FEEDS}
     # Which records reach the clean topics: the job's own validation says.
-    check = {f: FeedProcessor(f, job_name="bench", operator=f"validate-{f}") for f in FEEDS}
+    check = {
+        f: FeedProcessor(f, job_name="bench", operator=f"validate-{f}", retry=config.retry)
+        for f in FEEDS
+    }
     good = {
         f: [
             isinstance(check[f].process(SourceRecord(f, 0, i, None, k, v, tuple(h))), Clean)

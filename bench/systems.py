@@ -26,9 +26,9 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from kafkaio.ledger import transactional_producer
+from kafkaio.producers import transactional_producer
 from kafkaio.scan import read_to_end, watermarks
-from udfs.config import FEEDS, JobConfig, load_config
+from settings.config import FEEDS, JobConfig, load_config
 from udfs.pipeline import Clean, FeedProcessor
 from udfs.record import SourceRecord
 
@@ -84,7 +84,9 @@ def loop(
         }
     )
     processors = {
-        config.feeds[f].input: FeedProcessor(f, job_name="bench", operator=f"validate-{f}")
+        config.feeds[f].input: FeedProcessor(
+            f, job_name="bench", operator=f"validate-{f}", retry=config.retry
+        )
         for f in FEEDS
     }
     targets = {config.feeds[f].input: config.feeds[f] for f in FEEDS}
@@ -169,7 +171,10 @@ def udfs_only(config: JobConfig) -> dict[str, Any]:
     batches = {
         f: list(read_to_end(config.kafka.librdkafka(), [config.feeds[f].input])) for f in FEEDS
     }
-    processors = {f: FeedProcessor(f, job_name="bench", operator=f"validate-{f}") for f in FEEDS}
+    processors = {
+        f: FeedProcessor(f, job_name="bench", operator=f"validate-{f}", retry=config.retry)
+        for f in FEEDS
+    }
     n = 0
     start = time.monotonic()
     for f, msgs in batches.items():

@@ -14,19 +14,21 @@ Per feed the graph is
            side output: sink frame          key + DLQ envelope + headers -> dlq.<feed> sink
 
 Records cross into Python and back a batch at a time; the batcher empties before every
-checkpoint barrier, so it holds no state and takes nothing from exactly once.
-
-and all four Kafka sinks are EXACTLY_ONCE: they commit their transactions when a checkpoint
-completes, so under read_committed every input is in clean ∪ DLQ exactly once.
+checkpoint barrier, so it holds no state and takes nothing from exactly once. All four Kafka
+sinks are EXACTLY_ONCE: they commit their transactions when a checkpoint completes, so under
+read_committed every input is in clean ∪ DLQ exactly once.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
 import site
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +56,17 @@ from pyflink.java_gateway import get_gateway
 
 from bridge.frames import process_batch
 from kafkaio.scan import watermarks
-from udfs.config import (
+from settings.config import (
     FEEDS,
     ROOT,
     ConfigError,
     JobConfig,
     KafkaConfig,
-    RetryConfig,
     load_config,
     scrub_secret_environment,
 )
 from udfs.errors import Category
-from udfs.pipeline import FeedProcessor, load_callable
+from udfs.pipeline import FeedProcessor, RetryConfig, load_callable
 
 # Every stream in the graph carries byte frames (bridge/frames.py); Python sees batches of them.
 FRAME = Types.PRIMITIVE_ARRAY(Types.BYTE())
@@ -239,16 +240,66 @@ def kafka_sink(config: JobConfig, topic: str, name: str) -> Sink:
     )
 
 
-def validate_in_python(feed: str, batches: DataStream, config: JobConfig) -> DataStream:
-    """The job's validate step: batches of source frames in, result batches out
-    (:class:`ValidateBatches` in the Python workers)."""
-    return batches.map(
-        ValidateBatches(feed, job_name=config.name, retry=config.retry, enrich=config.enrich[feed]),
-        output_type=FRAME,
+def read_batches(
+    env: StreamExecutionEnvironment,
+    config: JobConfig,
+    feed: str,
+    offsets: str,
+    stop_at: dict[tuple[str, int], int] | None,
+) -> DataStream:
+    """The feed's input as batches of source frames: the Kafka source, then the batcher."""
+    java = getattr(get_gateway().jvm, JAVA_PACKAGE)
+    batch = config.batch
+    # source frames: (topic, partition, offset, timestamp, key, value, headers)
+    raw = env.from_source(
+        kafka_source(config, config.feeds[feed].input, offsets, stop_at),
+        WatermarkStrategy.no_watermarks(),
+        f"source-{feed}",
+        type_info=FRAME,
+    ).uid(f"source-{feed}")
+    return DataStream(
+        raw._j_data_stream.transform(
+            f"batch-{feed}",
+            FRAME.get_java_type_info(),
+            java.FrameBatcher(batch.max_records, batch.max_bytes, batch.max_delay_ms),
+        ).uid(f"batch-{feed}")
     )
 
 
-ValidateStep = Callable[[str, DataStream, JobConfig], DataStream]
+def validate(feed: str, batches: DataStream, config: JobConfig) -> DataStream:
+    """Batches of source frames in, result batches out (:class:`ValidateBatches` in the
+    Python workers)."""
+    return (
+        batches.map(
+            ValidateBatches(
+                feed, job_name=config.name, retry=config.retry, enrich=config.enrich[feed]
+            ),
+            output_type=FRAME,
+        )
+        .name(f"validate-{feed}")
+        .uid(f"validate-{feed}")
+    )
+
+
+def write_results(config: JobConfig, feed: str, results: DataStream) -> None:
+    """Result batches split in input order: clean records to the feed's clean topic, DLQ
+    envelopes (side output) to its DLQ, through two exactly-once sinks."""
+    java = getattr(get_gateway().jvm, JAVA_PACKAGE)
+    topics = config.feeds[feed]
+    # main output: sink frames of clean records; side output: sink frames of envelopes
+    tag = f"dlq-{feed}"
+    oks = DataStream(
+        results._j_data_stream.process(java.BatchSplitter(tag), FRAME.get_java_type_info())
+        .name(f"split-{feed}")
+        .uid(f"split-{feed}")
+    )
+    errs = DataStream(oks._j_data_stream.getSideOutput(java.BatchSplitter.tag(tag)))
+    oks.sink_to(kafka_sink(config, topics.clean, f"clean-{feed}")).name(f"clean-sink-{feed}").uid(
+        f"clean-sink-{feed}"
+    )
+    errs.sink_to(kafka_sink(config, topics.dlq, f"dlq-{feed}")).name(f"dlq-sink-{feed}").uid(
+        f"dlq-sink-{feed}"
+    )
 
 
 def build(
@@ -257,43 +308,11 @@ def build(
     *,
     offsets: str = "committed",
     stop_at: dict[tuple[str, int], int] | None = None,
-    validate: ValidateStep = validate_in_python,
 ) -> None:
-    """Assembles the job graph for both feeds on ``env``; ``stop_at``: bounded end offsets;
-    ``validate``: the step between the batcher and the splitter (the benchmark swaps it to
-    measure the rest of the graph alone)."""
-    java = getattr(get_gateway().jvm, JAVA_PACKAGE)
-    batch = config.batch
+    """Assembles the job graph for both feeds on ``env``; ``stop_at``: bounded end offsets."""
     for feed in FEEDS:
-        topics = config.feeds[feed]
-        # source frames: (topic, partition, offset, timestamp, key, value, headers)
-        raw = env.from_source(
-            kafka_source(config, topics.input, offsets, stop_at),
-            WatermarkStrategy.no_watermarks(),
-            f"source-{feed}",
-            type_info=FRAME,
-        ).uid(f"source-{feed}")
-        batches = DataStream(
-            raw._j_data_stream.transform(
-                f"batch-{feed}",
-                FRAME.get_java_type_info(),
-                java.FrameBatcher(batch.max_records, batch.max_bytes, batch.max_delay_ms),
-            ).uid(f"batch-{feed}")
-        )
-        results = validate(feed, batches, config).name(f"validate-{feed}").uid(f"validate-{feed}")
-        # main output: sink frames of clean records; side output: sink frames of envelopes
-        tag = f"dlq-{feed}"
-        oks = DataStream(
-            results._j_data_stream.process(java.BatchSplitter(tag), FRAME.get_java_type_info())
-            .name(f"split-{feed}")
-            .uid(f"split-{feed}")
-        )
-        errs = DataStream(oks._j_data_stream.getSideOutput(java.BatchSplitter.tag(tag)))
-        oks.sink_to(kafka_sink(config, topics.clean, f"clean-{feed}")).name(
-            f"clean-sink-{feed}"
-        ).uid(f"clean-sink-{feed}")
-        errs.sink_to(kafka_sink(config, topics.dlq, f"dlq-{feed}")).name(f"dlq-sink-{feed}").uid(
-            f"dlq-sink-{feed}"
+        write_results(
+            config, feed, validate(feed, read_batches(env, config, feed, offsets, stop_at), config)
         )
 
 
@@ -434,37 +453,96 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None, validate: ValidateStep = validate_in_python) -> int:
+# Set by `make run`'s launcher (jobs/local.py) for the job it starts.
+LAUNCHER_PID_ENV = "MARKETLAG_LAUNCHER_PID"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def stop_with_session_on_sigterm() -> None:
+    """When the job leads a session of its own (``make run`` starts it so), SIGTERM stops the
+    whole session: this client, its JVM and the Python workers, none left behind. Started by
+    a launcher that says so (``MARKETLAG_LAUNCHER_PID``), the job also gets that SIGTERM from
+    the kernel when the launcher dies, however it dies (Linux's parent-death signal)."""
+    if os.getsid(0) != os.getpid():
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.killpg(os.getpgid(0), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    launcher = os.environ.pop(LAUNCHER_PID_ENV, None)
+    if launcher is None:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the launcher's own stop still holds
+        return
+    if os.getppid() != int(launcher):  # it died before the kernel was asked to tell
+        stop(signal.SIGTERM, None)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A job ready to build and run: its settings, its environment, where it starts and,
+    when bounded, where it stops."""
+
+    config: JobConfig
+    env: StreamExecutionEnvironment
+    offsets: str
+    stop_at: dict[tuple[str, int], int] | None
+
+
+def prepare(args: argparse.Namespace) -> Launch:
+    """The settings read and checked, the environment made, the brokers asked: raises
+    :class:`ConfigError` (or a connection, access or time-out error) naming the cause."""
     # the client side only, not the Python workers
     from kafkaio.admin import admin_client, check_partitions, check_topic_access, wait_for_broker
 
-    args = parse_args(argv)
-    try:
-        config = load_config(args.config).with_bootstrap_servers(args.bootstrap_servers)
-        if args.parallelism is not None:
-            if args.parallelism < 1:
-                raise ConfigError("--parallelism must be at least 1")
-            config = config.with_overrides(parallelism=args.parallelism)
-        if args.bounded:
-            interval = config.bounded_checkpoint_interval_ms
-            config = config.with_overrides(checkpoint_interval_ms=interval)
-        scrub_secret_environment()  # the JVM and the Python workers must not inherit it
-        env = create_env(config)
-        # Wrong credentials or an untrusted certificate end the job here, with the reason,
-        # instead of as restarts of a job whose every Kafka client is refused.
-        wait_for_broker(config.kafka.librdkafka(), BROKER_WAIT_S)
-        check_topic_access(config.kafka.librdkafka(), needed_access(config))
-        check_partitions(admin_client(config.kafka.librdkafka()), config)
-    except (ConfigError, TimeoutError, ConnectionError, PermissionError, ValueError) as e:
-        print(f"dlq_job: error: {e}", file=sys.stderr)
-        return 2
+    config = load_config(args.config).with_bootstrap_servers(args.bootstrap_servers)
+    if args.parallelism is not None:
+        if args.parallelism < 1:
+            raise ConfigError("--parallelism must be at least 1")
+        config = config.with_overrides(parallelism=args.parallelism)
+    if args.bounded:
+        interval = config.bounded_checkpoint_interval_ms
+        config = config.with_overrides(checkpoint_interval_ms=interval)
+    scrub_secret_environment()  # the JVM and the Python workers must not inherit it
+    # Wrong credentials, an untrusted certificate, a missing ACL or topic end the job here,
+    # with the reason and before a JVM is started, instead of as restarts of a job whose
+    # every Kafka client is refused.
+    wait_for_broker(config.kafka.librdkafka(), BROKER_WAIT_S)
+    check_topic_access(config.kafka.librdkafka(), needed_access(config))
+    check_partitions(admin_client(config.kafka.librdkafka()), config)
     stop_at = None
     if args.bounded:
         stop_at = end_offsets(config, [t.input for t in config.feeds.values()])
-    build(env, config, offsets=args.starting_offsets, stop_at=stop_at, validate=validate)
-    env.execute(config.name)
-    if stop_at is not None:
-        commit_offsets(config, stop_at)
+    return Launch(config, create_env(config), args.starting_offsets, stop_at)
+
+
+def run(launch: Launch) -> None:
+    """Runs the built graph; a bounded run then commits its end offsets."""
+    launch.env.execute(launch.config.name)
+    if launch.stop_at is not None:
+        commit_offsets(launch.config, launch.stop_at)
+
+
+def launched(argv: Sequence[str] | None) -> Launch:
+    """:func:`prepare` for a command line; a bad setting or an unreachable broker exits 2
+    with the cause named."""
+    stop_with_session_on_sigterm()
+    try:
+        return prepare(parse_args(argv))
+    except (ConfigError, TimeoutError, ConnectionError, PermissionError, ValueError) as e:
+        print(f"dlq_job: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    launch = launched(argv)
+    build(launch.env, launch.config, offsets=launch.offsets, stop_at=launch.stop_at)
+    run(launch)
     return 0
 
 

@@ -1,35 +1,38 @@
 """`make run`: the streaming job in the embedded mini-cluster with a live status line.
 
-Seeds sample data once (only into empty input topics), starts ``jobs/dlq_job.py`` in its own
-process group, and shows per feed: records in, clean, DLQ and records/s, until Ctrl-C. Then
-it stops the job (and its JVM) by process group and leaves only the broker running.
+Seeds sample data once (only into empty input topics), starts ``jobs/dlq_job.py`` in a session
+of its own, and shows per feed what this run has done: records read (checkpointed), clean,
+DLQ and records/s, until Ctrl-C. Then it stops the job (and its JVM and Python workers) and
+leaves only the broker running.
+
+The job never outlives its launcher: the launcher signals it first thing on the way out,
+before it writes anything (a write to a closed terminal or pipe can fail), and should the
+launcher die without a word (SIGKILL), the kernel signals the job for it
+(``MARKETLAG_LAUNCHER_PID``: the job asks for its parent's death signal).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import click
-import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from jobs.dlq_job import LAUNCHER_PID_ENV
+from jobs.sample import generate
 from kafkaio.scan import topic_size, watermarks
-from udfs.config import FEEDS, ROOT, JobConfig
-from udfs.sample import generate
+from settings.config import FEEDS, ROOT, JobConfig
 
 
 def seed_once(config: JobConfig, count: int, bad_share: float) -> dict[str, int]:
@@ -54,38 +57,31 @@ def seed_once(config: JobConfig, count: int, bad_share: float) -> dict[str, int]
 
 
 class CommittedCounter(threading.Thread):
-    """Counts the records visible under read_committed in the clean and DLQ topics."""
+    """Counts the records committed (visible under read_committed) in the clean and DLQ
+    topics from the offsets they had when it was made: what this run writes."""
 
-    def __init__(self, config: JobConfig) -> None:
+    def __init__(self, config: JobConfig, consumer: Consumer) -> None:
         super().__init__(daemon=True)
-        self.config = config
+        self.consumer = consumer
+        self.topics = [t for f in FEEDS for t in (config.feeds[f].clean, config.feeds[f].dlq)]
+        self.start_at = {tp: high for tp, (_, high) in watermarks(consumer, self.topics).items()}
         self.counts: Counter[str] = Counter()
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        consumer = Consumer(
-            {
-                **self.config.kafka.librdkafka(),
-                "group.id": f"marketlag-status-{os.getpid()}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-            }
-        )
-        topics = [t for f in FEEDS for t in (self.config.feeds[f].clean, self.config.feeds[f].dlq)]
-        consumer.subscribe(topics)
+        self.consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.start_at.items()])
         try:
             while not self.stopped.is_set():
-                for msg in consumer.consume(1000, 0.5):
+                for msg in self.consumer.consume(1000, 0.5):
                     topic = msg.topic()
                     if msg.error() is None and topic is not None:
                         self.counts[topic] += 1
         finally:
-            consumer.close()
+            self.consumer.close()
 
 
 def input_consumed(consumer: Consumer, config: JobConfig, feed: str) -> int:
-    """Records of the feed's input the job has committed (consumer group offsets)."""
+    """Records of the feed's input the job's consumer group has committed (checkpointed)."""
     marks = watermarks(consumer, [config.feeds[feed].input], 10)
     parts = [TopicPartition(topic, p) for topic, p in marks]
     return sum(
@@ -96,92 +92,32 @@ def input_consumed(consumer: Consumer, config: JobConfig, feed: str) -> int:
 
 
 def status_table(rows: list[tuple[str, int, int, int, float]]) -> Table:
-    table = Table(box=None, pad_edge=False)
-    for col in ("feed", "in (checkpointed)", "clean", "DLQ", "records/s"):
+    table = Table(box=None, pad_edge=False, caption="since this run started")
+    for col in ("feed", "read (checkpointed)", "clean", "DLQ", "records/s"):
         table.add_column(col, justify="right" if col != "feed" else "left")
     for feed, n_in, clean, dlq, rate in rows:
         table.add_row(feed, f"{n_in:,}", f"{clean:,}", f"{dlq:,}", f"{rate:,.0f}")
     return table
 
 
-def set_paths(tree: dict[str, Any], values: Mapping[str, Any]) -> None:
-    """Sets ``{"a.b.c": value}`` entries in a nested config tree."""
-    for path, value in values.items():
-        node = tree
-        *parents, last = path.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
-
-
-def isolated_config(tmp: Path, bootstrap: str, **overrides: Any) -> tuple[Path, dict[str, Any]]:
-    """A copy of conf/job.yaml in ``tmp`` whose topics, consumer group and transactional ids
-    are this run's own (a uuid prefix), so runs never see each other's records. ``overrides``
-    are ``{"a.b": value}`` settings. Returns (path, tree)."""
-    tree = yaml.safe_load((ROOT / "conf" / "job.yaml").read_text())
-    run = uuid.uuid4().hex[:8]
-    for feed in FEEDS:
-        for role in ("input", "clean", "dlq"):
-            tree["topics"][feed][role] = f"t{run}.{tree['topics'][feed][role]}"
-    tree["topics"]["parking"] = f"t{run}.dlq.parking"
-    tree["topics"]["replay_ledger"] = f"t{run}.dlq.replay.ledger"
-    tree["kafka"]["bootstrap_servers"] = bootstrap
-    tree["kafka"]["transactional_id_prefix"] = f"t{run}"
-    tree["job"]["group_id"] = f"t{run}"
-    tree["checkpoint"]["dir"] = str(tmp / "checkpoints")
-    set_paths(tree, overrides)
-    path = tmp / "job.yaml"
-    path.write_text(yaml.safe_dump(tree))
-    return path, tree
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for a mini-cluster's REST API)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_job(
-    config_path: Path, *extra: str, env: Mapping[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """Starts the job unbounded from the earliest offsets, in its own process group (stop it
-    with :func:`stop_process_group`)."""
-    cmd = [sys.executable, str(ROOT / "jobs" / "dlq_job.py"), "--config", str(config_path)]
-    return subprocess.Popen(
-        [*cmd, "--starting-offsets", "earliest", *extra],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def stop_process_group(proc: subprocess.Popen[bytes], console: Console | None = None) -> None:
+def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
     """Stops a process started with ``start_new_session=True`` and everything it started
-    (the job's Python client and its JVM): SIGTERM, then SIGKILL after 30 s."""
+    (the job's Python client, its JVM, the Python workers): SIGTERM, then SIGKILL after 30 s."""
     if proc.poll() is not None:
         return
-    if console is not None:
-        console.print(f"stopping the job (process group {proc.pid}) ...")
-    os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(30)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
 
-def run(
-    config: JobConfig, config_path: Path, seed_count: int, bad_share: float, refresh_s: float
-) -> int:
-    console = Console()
-    seeded = seed_once(config, seed_count, bad_share)
-    for feed, n in seeded.items():
-        console.print(f"seeded {n:,} sample records into {config.feeds[feed].input}")
-    log = ROOT / "var" / "log" / "dlq_job.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+def start(config: JobConfig, config_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    """The streaming job, in a session of its own (Ctrl-C reaches the launcher, which stops
+    it), told to stop when this process dies."""
     cmd = [
         sys.executable,
         str(ROOT / "jobs" / "dlq_job.py"),
@@ -190,18 +126,47 @@ def run(
         "--bootstrap-servers",
         config.kafka.bootstrap_servers,
     ]
+    env = {**os.environ, LAUNCHER_PID_ENV: str(os.getpid())}
     with log.open("ab") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    console.print(f"job started (pid {proc.pid}), log: {log.relative_to(ROOT)}; Ctrl-C stops it")
-    counter = CommittedCounter(config)
-    counter.start()
-    probe = Consumer(
-        {**config.kafka.librdkafka(), "group.id": config.group_id, "enable.auto.commit": False}
+
+
+def say(console: Console, text: str) -> None:
+    """Prints, unless the terminal or pipe is gone (``| tee`` ended by Ctrl-C)."""
+    with contextlib.suppress(BrokenPipeError, OSError):
+        console.print(text)
+
+
+def run(
+    config: JobConfig, config_path: Path, seed_count: int, bad_share: float, refresh_s: float
+) -> int:
+    console = Console()
+    seeded = seed_once(config, seed_count, bad_share)
+    for feed, n in seeded.items():
+        say(console, f"seeded {n:,} sample records into {config.feeds[feed].input}")
+    log = ROOT / "var" / "log" / "dlq_job.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    conf = config.kafka.librdkafka()
+    probe = Consumer({**conf, "group.id": config.group_id, "enable.auto.commit": False})
+    counter = CommittedCounter(
+        config,
+        Consumer(
+            {
+                **conf,
+                "group.id": f"marketlag-status-{os.getpid()}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        ),
     )
-    last_total, last_t = 0, time.monotonic()
+    read_before = {feed: input_consumed(probe, config, feed) for feed in FEEDS}
+    proc = start(config, config_path, log)
     try:
+        say(console, f"job started (pid {proc.pid}), log: {log.relative_to(ROOT)}; Ctrl-C stops it")
+        counter.start()
+        last_total, last_t = 0, time.monotonic()
         with Live(console=console, refresh_per_second=1, transient=False) as live:
             while proc.poll() is None:
                 time.sleep(refresh_s)
@@ -212,21 +177,24 @@ def run(
                     t = config.feeds[feed]
                     clean, dlq = counter.counts[t.clean], counter.counts[t.dlq]
                     total += clean + dlq
-                    rows.append((feed, input_consumed(probe, config, feed), clean, dlq, 0.0))
+                    read = input_consumed(probe, config, feed) - read_before[feed]
+                    rows.append((feed, read, clean, dlq, 0.0))
                 rate = (total - last_total) / (now - last_t)
                 rows = [
                     (f, i, c, d, rate * (c + d) / total if total else 0.0) for f, i, c, d, _ in rows
                 ]
                 last_total, last_t = total, now
                 live.update(status_table(rows))
-        console.print(f"[red]the job exited with code {proc.returncode}; see {log}[/red]")
+        say(console, f"[red]the job exited with code {proc.returncode}; see {log}[/red]")
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
+        # The job first: nothing before this may write (or fail to) on the way out.
+        stop_process_group(proc)
         counter.stopped.set()
         probe.close()
-        stop_process_group(proc, console)
+        say(console, f"job stopped (process group {proc.pid})")
 
 
 @click.command()
@@ -247,9 +215,16 @@ def run(
 @click.option("--refresh", default=3.0, show_default=True, help="Seconds between updates.")
 def main(config_path: Path, seed_count: int, bad_share: float, refresh: float) -> None:
     """Run the DLQ job locally with a live status line (make run)."""
-    from udfs.config import load_config
+    from settings.config import load_config
 
-    sys.exit(run(load_config(config_path), config_path, seed_count, bad_share, refresh))
+    try:
+        code = run(load_config(config_path), config_path, seed_count, bad_share, refresh)
+    except BrokenPipeError:  # the output went away (| tee ended): the job is stopped
+        code = 0
+    if code == 0:
+        # Whatever still waits in the buffer must not fail the exit on a closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ import orjson
 import yaml
 from confluent_kafka import KafkaError, Producer
 
-from jobs.local import free_port as free_port  # re-exported for the tests
-from jobs.local import isolated_config, set_paths
-from jobs.local import start_job as start_job  # re-exported for the tests
+from bench.harness import isolated_config, set_paths
 from kafkaio.scan import Message, read_to_end
-from udfs.config import load_config
-from udfs.pipeline import Failed, FeedProcessor
+from settings.config import load_config
+from tests.corpus import shipped_processor
+from udfs.pipeline import Failed
 from udfs.record import SourceRecord
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +86,7 @@ def with_settings(path: Path, target: Path, **values: Any) -> Path:
 def make_job_config(
     tmp_path: Path, bootstrap: str, **overrides: Any
 ) -> tuple[Path, dict[str, Any]]:
-    """:func:`jobs.local.isolated_config` with checkpoints every second (tests wait for
+    """:func:`bench.harness.isolated_config` with checkpoints every second (tests wait for
     commits); returns (path, tree)."""
     return isolated_config(tmp_path, bootstrap, **{"checkpoint.interval_ms": 1000, **overrides})
 
@@ -131,7 +130,7 @@ def fill_dlq(
     bootstrap: str | Mapping[str, str], config: Any, n: int, replay_count: int = 0
 ) -> list[Any]:
     """n distinct bad RSS records, dead-lettered by the real processing code."""
-    proc = FeedProcessor("rss", job_name="j", operator="validate-rss")
+    proc = shipped_processor("rss")
     batch = []
     for i in range(n):
         value = json.dumps({"event_id": f"e-{i}", "title": "t"}).encode()

@@ -11,15 +11,22 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from dlq.sqlfiles import SQL_DIR, render, statements
+from dlq.sqlfiles import SQL_DIR, render
 from kafkaio.admin import ensure_project_topics
+from settings.config import load_config
 from tests.corpus import build_corpus
 from tests.kafka_helpers import make_job_config, produce
-from udfs.config import load_config
 from udfs.pipeline import Failed, FeedProcessor
 from udfs.record import SourceRecord
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
+
+
+def statements(sql: str) -> list[str]:
+    """Splits a script into statements (a ';' ending a line ends a statement), as the SQL
+    client does with a file."""
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in re.split(r";\s*$", body, flags=re.M) if s.strip()]
 
 
 def test_failures_per_hour_query_counts_the_dlq(bootstrap: str, tmp_path: Path) -> None:

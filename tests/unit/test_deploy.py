@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from udfs.config import load_config
+from settings.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PINS = dict(

@@ -13,8 +13,8 @@ import pytest
 
 from jobs.dlq_job import java_client_properties
 from kafkaio.admin import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, envelope_bound
+from settings.config import ConfigError, load_config
 from tests.frames_codec import decode_sink, encode_sink
-from udfs.config import ConfigError, load_config
 from udfs.envelope import (
     MAX_STACKTRACE_BYTES,
     build_envelope,

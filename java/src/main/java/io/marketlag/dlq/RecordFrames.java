@@ -17,7 +17,7 @@ import org.apache.kafka.common.header.internals.RecordHeaders;
  * Python process function sees the record. A fixed head holds every length, so the Python
  * side slices a frame with one unpack; the headers stay one opaque block that a clean record
  * passes from its source frame to its sink frame unchanged. All integers are big-endian; a
- * length of -1 means null. The Python side of the same layout is {@code udfs/frames.py}; keep
+ * length of -1 means null. The Python side of the same layout is {@code bridge/frames.py}; keep
  * them in step.
  *
  * <pre>

@@ -1,0 +1,154 @@
+"""`make run` never leaves its job behind: the launcher SIGKILLed, Ctrl-C after the launcher's
+output was closed (as Ctrl-C ends `make run | tee` too), Ctrl-C while the job starts. Each
+time every process of the job (its Python client, the JVM, the Python workers) is gone
+within seconds."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from bench.harness import free_port
+from kafkaio.admin import ensure_project_topics
+from settings.config import load_config
+from tests.kafka_helpers import (
+    ROOT,
+    make_job_config,
+    read_all,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
+GONE_WITHIN_S = 30
+LAUNCH = [sys.executable, "-m", "jobs.local"]  # what `make run` runs
+
+
+def session(sid: int) -> list[psutil.Process]:
+    """The live processes of session ``sid`` (the job leads one of its own); a zombie, dead
+    and waiting for its parent to read its exit status, is not one."""
+    out = []
+    for p in psutil.process_iter(["name", "status"]):
+        try:
+            if os.getsid(p.pid) == sid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return out
+
+
+class Launcher:
+    """`python -m jobs.local` (what `make run` runs) on a test's own topics, its output a
+    pipe as `make run | tee` makes it."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.proc = subprocess.Popen(
+            [*LAUNCH, "--config", str(config_path), "--seed-count", "300", "--refresh", "0.5"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.job = self._job_pid()
+
+    def _job_pid(self) -> int:
+        assert self.proc.stdout is not None
+        seen = []
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace")
+            seen.append(line)
+            found = re.search(r"job started \(pid (\d+)\)", line)
+            if found:
+                return int(found.group(1))
+        raise AssertionError(f"the launcher never started the job: {''.join(seen)[-2000:]}")
+
+    def stop_everything(self) -> None:
+        for p in [*session(self.job), *session(self.proc.pid)]:
+            p.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def launch(bootstrap: str, tmp_path: Path) -> Iterator[tuple[Path, list[Launcher]]]:
+    path, _ = make_job_config(
+        tmp_path, bootstrap, **{"flink.conf": {"rest.bind-port": str(free_port())}}
+    )
+    ensure_project_topics(load_config(path), AdminClient({"bootstrap.servers": bootstrap}))
+    started: list[Launcher] = []
+    try:
+        yield path, started
+    finally:
+        for launcher in started:
+            launcher.stop_everything()
+
+
+def running(launcher: Launcher, bootstrap: str, config_path: Path) -> None:
+    """Waits until the job commits clean records: its JVM and workers all up."""
+    clean = load_config(config_path).feeds["rss"].clean
+    wait_for("clean records committed", lambda: read_all(bootstrap, [clean]), 120, launcher.proc)
+    kinds = {p.info["name"] for p in session(launcher.job)}
+    assert "java" in kinds, f"no JVM in the job's session: {kinds}"
+
+
+def gone(launcher: Launcher) -> float:
+    """Waits until no process of the job is left; returns how long that took."""
+    start = time.monotonic()
+    wait_for(
+        f"every process of job {launcher.job} gone",
+        lambda: not session(launcher.job),
+        GONE_WITHIN_S,
+    )
+    return time.monotonic() - start
+
+
+def test_the_job_stops_when_its_launcher_is_killed(
+    bootstrap: str, launch: tuple[Path, list[Launcher]]
+) -> None:
+    path, started = launch
+    launcher = Launcher(path)
+    started.append(launcher)
+    running(launcher, bootstrap, path)
+
+    launcher.proc.send_signal(signal.SIGKILL)
+
+    took = gone(launcher)
+    assert launcher.proc.wait(10) == -signal.SIGKILL
+    print(f"launcher SIGKILLed: every process of the job gone after {took:.1f} s")
+
+
+def test_ctrl_c_with_the_output_closed_stops_the_job(
+    bootstrap: str, launch: tuple[Path, list[Launcher]]
+) -> None:
+    path, started = launch
+    launcher = Launcher(path)
+    started.append(launcher)
+    running(launcher, bootstrap, path)
+    assert launcher.proc.stdout is not None
+
+    launcher.proc.stdout.close()  # `tee` gone: the next write gets EPIPE
+    launcher.proc.send_signal(signal.SIGINT)
+
+    took = gone(launcher)
+    launcher.proc.wait(30)
+    print(f"Ctrl-C after the output closed: job gone after {took:.1f} s")
+
+
+def test_ctrl_c_while_the_job_starts_stops_it(launch: tuple[Path, list[Launcher]]) -> None:
+    path, started = launch
+    launcher = Launcher(path)
+    started.append(launcher)
+
+    launcher.proc.send_signal(signal.SIGINT)  # the job has only just been started
+
+    took = gone(launcher)
+    assert launcher.proc.wait(30) == 0
+    print(f"Ctrl-C during start-up: job gone after {took:.1f} s")
