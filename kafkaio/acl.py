@@ -37,7 +37,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from kafkaio.admin import admin_client
-from udfs.config import JobConfig, load_config
+from settings.config import JobConfig, load_config
 
 Op = AclOperation
 
@@ -113,20 +113,22 @@ def create(config: JobConfig, bindings: list[AclBinding], timeout_s: float = 30)
         future.result(timeout=timeout_s)
 
 
+def filter_of(b: AclBinding) -> AclBindingFilter:
+    """The filter that matches exactly the ACL ``b``."""
+    return AclBindingFilter(
+        b.restype,
+        b.name,
+        b.resource_pattern_type,
+        b.principal,
+        b.host,
+        b.operation,
+        b.permission_type,
+    )
+
+
 def revoke(config: JobConfig, bindings: list[AclBinding], timeout_s: float = 30) -> None:
     """Deletes exactly these ACLs, as the configured (admin) user."""
-    filters = [
-        AclBindingFilter(
-            b.restype,
-            b.name,
-            b.resource_pattern_type,
-            b.principal,
-            b.host,
-            b.operation,
-            b.permission_type,
-        )
-        for b in bindings
-    ]
+    filters = [filter_of(b) for b in bindings]
     client = admin_client(config.kafka.librdkafka())
     for future in client.delete_acls(filters, request_timeout=timeout_s).values():
         future.result(timeout=timeout_s)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local three-node KRaft cluster (make kafka-up BROKERS=3), each node broker and controller:
-#   up | down | status                clients on 127.0.0.1:19192,19193,19194
+#   up | down | status                clients on 127.0.0.1:19192,19193,19194 (see BASE)
 #   kill N | start N                  SIGKILL node N (1-3) / start it again (fault tests)
 #   restart N                         stop node N (SIGTERM), start it, wait until it answers
 #   controller                        prints the node id of the active controller
@@ -19,17 +19,22 @@ VAR=${KAFKA_CLUSTER_VAR_DIR:-$ROOT/var/kafka-cluster}
 HEAP=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
 PY=$ROOT/.venv/bin/python
 NODES=(1 2 3)
-BOOTSTRAP=127.0.0.1:19192,127.0.0.1:19193,127.0.0.1:19194
-VOTERS=1@127.0.0.1:19292,2@127.0.0.1:19293,3@127.0.0.1:19294
+# Node N listens for clients on BASE+N and as a controller on BASE+100+N; KAFKA_CLUSTER_PORT_BASE
+# moves them (tests run clusters of their own side by side). Below Linux's ephemeral range
+# (32768-60999): an outgoing connection of some other process can never hold one of these
+# ports when a node binds it.
+BASE=${KAFKA_CLUSTER_PORT_BASE:-19191}
+client_port() { echo $((BASE + $1)); }
+controller_port() { echo $((BASE + 100 + $1)); }
+BOOTSTRAP=$(for n in "${NODES[@]}"; do printf '127.0.0.1:%s,' "$(client_port "$n")"; done)
+BOOTSTRAP=${BOOTSTRAP%,}
+VOTERS=$(for n in "${NODES[@]}"; do printf '%s@127.0.0.1:%s,' "$n" "$(controller_port "$n")"; done)
+VOTERS=${VOTERS%,}
 
 # shellcheck disable=SC2206
 JAVA=(java $HEAP -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true
   -Dlog4j.configuration="file:$ROOT/conf/kafka/log4j.properties" -cp "$LIB_DIR/*")
 
-# Below Linux's ephemeral range (32768-60999): an outgoing connection of some other process
-# can never hold one of these ports when a node binds it.
-client_port() { echo $((19191 + $1)); }
-controller_port() { echo $((19291 + $1)); }
 node_dir() { echo "$VAR/node$1"; }
 pid_file() { echo "$(node_dir "$1")/kafka.pid"; }
 running() { [[ -f $(pid_file "$1") ]] && kill -0 "$(cat "$(pid_file "$1")")" 2>/dev/null; }
@@ -65,14 +70,26 @@ start() {  # node N, formatted once with the cluster's id
   echo $! > "$(pid_file "$1")"
 }
 
-stop() {  # node N: SIGTERM, SIGKILL after 30 s
-  local pid
-  running "$1" || { rm -f "$(pid_file "$1")"; return; }
-  pid=$(cat "$(pid_file "$1")")
-  kill -TERM "$pid"
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-  rm -f "$(pid_file "$1")"
+stop() {  # nodes $@ together: SIGTERM, SIGKILL after 30 s (said, as it is not a clean stop)
+  # Together: a node stopped after the others has no controller quorum left to shut down
+  # with, and would wait for one until killed.
+  local n pids=() left
+  for n in "$@"; do
+    if running "$n"; then pids+=("$n:$(cat "$(pid_file "$n")")"); kill -TERM "${pids[-1]#*:}"; fi
+    rm -f "$(pid_file "$n")"
+  done
+  for _ in $(seq 1 60); do
+    left=0
+    for n in "${pids[@]}"; do kill -0 "${n#*:}" 2>/dev/null && left=1; done
+    ((left)) || return 0
+    sleep 0.5
+  done
+  for n in "${pids[@]}"; do
+    if kill -0 "${n#*:}" 2>/dev/null; then
+      echo "kafka-cluster: node ${n%%:*} did not stop in 30 s: SIGKILL" >&2
+      kill -KILL "${n#*:}"
+    fi
+  done
 }
 
 wait_ready() {  # nodes $@ each answer a metadata request that lists all three brokers
@@ -100,12 +117,12 @@ case ${1:-} in
     [[ -d $LIB_DIR ]] || { echo "kafka-cluster: $LIB_DIR missing, run 'make setup'" >&2; exit 2; }
     mkdir -p "$VAR"
     for n in "${NODES[@]}"; do
-      start "$n" || { for m in "${NODES[@]}"; do stop "$m"; done; exit 1; }
+      start "$n" || { stop "${NODES[@]}"; exit 1; }
     done
-    if ! wait_ready "${NODES[@]}"; then for n in "${NODES[@]}"; do stop "$n"; done; exit 1; fi
+    if ! wait_ready "${NODES[@]}"; then stop "${NODES[@]}"; exit 1; fi
     echo "kafka-cluster: up, three nodes on $BOOTSTRAP (replication 3, min.insync.replicas 2)" ;;
   down)
-    for n in "${NODES[@]}"; do stop "$n"; done
+    stop "${NODES[@]}"
     echo "kafka-cluster: stopped" ;;
   status)
     up=0
