@@ -17,9 +17,13 @@ MVN     := $(MVN_ANY) -Dkafka.version=$(KAFKA_VERSION)
 KAFKA_BROKER_VERSION ?= $(KAFKA_VERSION)
 BROKER_LIB := $(CURDIR)/build/lib/kafka-$(KAFKA_BROKER_VERSION)
 PYTEST_ARGS ?=
+# Integration and e2e tests run on workers side by side (pytest-xdist); the tests that run a
+# Flink job share one worker (xdist group "flink"), so that two jobs never compete for the two
+# cores. PYTEST_PARALLEL= runs them one after another.
+PYTEST_PARALLEL ?= -n 3 --dist loadgroup
 
-.PHONY: help setup run test test-faults test-java test-unit lint format kafka-up kafka-down kafka-up-secure kafka-down-secure \
-        topics drain savepoint cancel bench bench-ingest \
+.PHONY: help setup run check test test-faults test-java test-unit lint format kafka-up kafka-down \
+        kafka-up-secure kafka-down-secure topics drain savepoint cancel bench bench-ingest \
         cluster-up cluster-down submit clean
 
 help: ## List the targets
@@ -33,7 +37,7 @@ $(VENV_OK): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-$(JARS_OK): versions.env java/pom.xml $(wildcard java/src/main/java/io/marketlag/dlq/*.java)
+$(JARS_OK): versions.env java/pom.xml $(wildcard java/src/*/java/io/marketlag/dlq/*.java)
 	rm -rf build/lib
 	$(MVN) package
 	@touch $@
@@ -61,10 +65,14 @@ PROMTOOL := build/tools/promtool
 $(PROMTOOL): scripts/promtool.sh
 	scripts/promtool.sh
 
-test: setup $(PROMTOOL) ## Everything CI runs: lint, Java and Python unit tests, integration and e2e tests (own broker)
+check: $(VENV_OK) ## The fast loop (under a minute): lint and the unit tests; no Maven, no processes
 	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+test: setup $(PROMTOOL) ## Everything CI runs: make check, the Java tests, integration and e2e tests (own brokers)
+	$(MAKE) --no-print-directory check
 	$(MAKE) --no-print-directory test-java
-	$(PY) -m pytest -v $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) --durations=25 tests/integration tests/e2e $(PYTEST_ARGS)
 
 test-faults: setup ## Only the fault suites (tests/e2e); KAFKA_BROKER_VERSION=x: the cluster's on x
 	@if [ "$(KAFKA_BROKER_VERSION)" = "$(KAFKA_VERSION)" ]; then \
@@ -80,17 +88,17 @@ test-faults: setup ## Only the fault suites (tests/e2e); KAFKA_BROKER_VERSION=x:
 test-java: setup ## The Java unit tests (JUnit, by Maven): the frame format against tests/vectors
 	$(MVN) test
 
-test-unit: setup ## Only the unit tests (no processes)
+test-unit: $(VENV_OK) ## Only the unit tests (no processes, no Maven)
 	$(PY) -m pytest -v tests/unit $(PYTEST_ARGS)
 
-lint: setup ## ruff (lint and format check), mypy, the import layers (lint-imports), shellcheck
+lint: $(VENV_OK) ## ruff (lint and format check), mypy, the import layers (lint-imports), shellcheck
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 	.venv/bin/shellcheck scripts/*.sh .ci/run
 
-format: setup ## Apply ruff's fixes and formatting
+format: $(VENV_OK) ## Apply ruff's fixes and formatting
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 

@@ -13,7 +13,7 @@ CLUSTER = str(ROOT / "scripts" / "flink-cluster.sh")
 
 
 @pytest.fixture(scope="session")
-def cluster(bootstrap: str) -> Iterator[str]:
+def cluster() -> Iterator[str]:
     """The REST address of a running cluster; started (and stopped) here unless already up."""
     running = subprocess.run([CLUSTER, "status"], capture_output=True).returncode == 0
     if not running:

@@ -24,10 +24,10 @@ import orjson
 import pytest
 from confluent_kafka import KafkaException, Producer, TopicPartition
 
+from jobs.sample import generate
 from kafkaio.scan import Message, consumer
 from tests.kafka_helpers import make_job_config, read_all, source_position
 from udfs.envelope import unb64
-from udfs.sample import generate
 
 RECORDS = 100_000
 RATE = 1_500  # records/s: about 70 s of steady input

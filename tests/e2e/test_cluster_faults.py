@@ -43,8 +43,10 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from jobs.sample import generate
 from kafkaio.admin import ensure_project_topics
 from kafkaio.scan import consumer, watermarks
+from settings.config import load_config
 from tests.conftest import KAFKA_CLUSTER
 from tests.e2e.conftest import CLUSTER as FLINK
 from tests.e2e.faults import (
@@ -62,10 +64,8 @@ from tests.e2e.faults import (
     wait_until,
 )
 from tests.kafka_helpers import ROOT, make_job_config, produce, read_all
-from udfs.config import load_config
-from udfs.sample import generate
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.flink]
 STEPS = (
     "clean-leader",
     "dlq-leader",

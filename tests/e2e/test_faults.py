@@ -22,6 +22,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from kafkaio.admin import ensure_project_topics
+from settings.config import load_config
+from tests.conftest import OwnBroker
 from tests.e2e.conftest import CLUSTER
 from tests.e2e.faults import (
     SteadyProducer,
@@ -37,16 +39,14 @@ from tests.e2e.faults import (
     wait_running,
     wait_until,
 )
-from tests.kafka_helpers import ROOT
-from udfs.config import load_config
 
-pytestmark = pytest.mark.e2e
-KAFKA = str(ROOT / "scripts" / "kafka.sh")
+pytestmark = [pytest.mark.e2e, pytest.mark.flink]
 
 
 def test_exactly_once_under_kills_broker_restart_and_savepoint(
-    bootstrap: str, cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    own_broker: OwnBroker, cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    bootstrap = own_broker.bootstrap
     report = reporter(capsys, "faults")
     path = fault_job_config(tmp_path, bootstrap)
     config = load_config(path)
@@ -85,11 +85,10 @@ def test_exactly_once_under_kills_broker_restart_and_savepoint(
                     lambda j=job, n=failovers: failover_count(cluster, j) > n,  # type: ignore[misc]
                 )
             elif step == "broker":
-                report(sh(KAFKA, "down").strip())
-                status = subprocess.run([KAFKA, "status"], capture_output=True)
-                assert status.returncode != 0, "the broker still runs after kafka.sh down"
+                report(own_broker.run("down"))
+                assert not own_broker.running(), "the broker still runs after kafka.sh down"
                 time.sleep(8)  # the outage's length, not a wait for anything
-                report(sh(KAFKA, "up").strip())
+                report(own_broker.run("up"))
             else:
                 out = sh(CLUSTER, "savepoint")
                 savepoint = re.search(r"Savepoint completed\. Path: (\S+)", out)

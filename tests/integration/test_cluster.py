@@ -20,9 +20,9 @@ import pytest
 from confluent_kafka import Producer, TopicCollection
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from settings.config import load_config
 from tests.conftest import KAFKA_CLUSTER as CLUSTER
 from tests.kafka_helpers import ROOT, dlq_cli, fill_dlq, make_job_config, read_all, wait_for
-from udfs.config import load_config
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from kafkaio.admin import ensure_project_topics
+from settings.config import load_config
 from tests.corpus import Case, build_corpus
 from tests.kafka_helpers import Message, make_job_config, produce, read_all, run_job
-from udfs.config import load_config
 from udfs.envelope import MAX_STACKTRACE_BYTES
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
 COPIES = 20  # each case is produced this many times, spread over the 3 partitions
 
 

@@ -13,12 +13,12 @@ from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
 from kafkaio.admin import ensure_project_topics, topic_max_message_bytes
+from settings.config import load_config
 from tests.hostile import AT_LIMIT, hostile_corpus
 from tests.kafka_helpers import make_job_config, read_all, run_job
-from udfs.config import load_config
 from udfs.envelope import unb64
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
 
 def test_hostile_corpus_through_the_job(bootstrap: str, tmp_path: Path) -> None:

@@ -13,10 +13,16 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.harness import free_port
 from ingest.spool import LocalSpool, SpooledRecord
 from kafkaio.admin import ensure_project_topics
-from tests.kafka_helpers import ROOT, fill_dlq, free_port, make_job_config, produce
-from udfs.config import load_config
+from settings.config import load_config
+from tests.kafka_helpers import (
+    ROOT,
+    fill_dlq,
+    make_job_config,
+    produce,
+)
 
 pytestmark = pytest.mark.integration
 

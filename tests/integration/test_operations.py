@@ -14,11 +14,12 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from kafkaio.admin import ensure_project_topics
+from settings.config import JobConfig, load_config
 from tests.corpus import build_corpus
 from tests.kafka_helpers import dlq_cli, make_job_config, produce, read_all, run_job
-from udfs.config import JobConfig, load_config
 
-pytestmark = pytest.mark.integration
+# The module's fixture runs the job: its tests share the Flink worker (and the one run).
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
 
 @pytest.fixture(scope="module")
@@ -198,15 +199,6 @@ def test_failing_fix_exits_1_and_keeps_the_records(loop: dict[str, Any]) -> None
         )
     )
     assert dry["selected"] == doc["selected"]
-
-
-def test_usage_and_connection_errors_exit_2(loop: dict[str, Any]) -> None:
-    assert dlq_cli(loop["path"], "replay", "--topic", "x", "--since", "soon").returncode == 2
-    assert (
-        dlq_cli(loop["path"], "replay", "--topic", "x", "--fix", "no_such_module:f").returncode == 2
-    )
-    down = dlq_cli(loop["path"], "--bootstrap-servers", "127.0.0.1:1", "stats")
-    assert down.returncode == 2 and "no Kafka broker answered" in down.stderr
 
 
 def test_a_record_that_keeps_failing_ends_in_the_parking_lot(

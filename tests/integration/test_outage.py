@@ -4,7 +4,6 @@ wait and after the outage, is in clean ∪ DLQ exactly once."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,35 +11,33 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from bench.harness import free_port, start_job
 from jobs.local import stop_process_group
+from jobs.sample import generate
 from kafkaio.admin import ensure_project_topics, wait_for_broker
+from settings.config import load_config
+from tests.conftest import OwnBroker
+from tests.corpus import shipped_processor
 from tests.kafka_helpers import (
-    ROOT,
-    free_port,
     make_job_config,
     produce,
     read_all,
     rest,
     running_job_conf,
     source_position,
-    start_job,
     wait_for,
 )
-from udfs.config import load_config
-from udfs.pipeline import Failed, FeedProcessor
+from udfs.pipeline import Failed
 from udfs.record import SourceRecord
-from udfs.sample import generate
 
-pytestmark = pytest.mark.integration
-KAFKA = str(ROOT / "scripts" / "kafka.sh")
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
 OUTAGE_S = 60
 
 
 def test_broker_down_for_a_minute_loses_and_duplicates_nothing(
-    bootstrap: str, tmp_path: Path
+    own_broker: OwnBroker, tmp_path: Path
 ) -> None:
-    if bootstrap != "127.0.0.1:9092":
-        pytest.fail("this test stops and starts the local broker; run it on the project's own")
+    bootstrap = own_broker.bootstrap
     port = free_port()
     # The shipped restart strategy, not a test's: the outage must fit what users run.
     path, _ = make_job_config(tmp_path, bootstrap, **{"flink.conf": running_job_conf(port)})
@@ -70,9 +67,10 @@ def test_broker_down_for_a_minute_loses_and_duplicates_nothing(
             120,
             proc,
         )
-        subprocess.run([KAFKA, "down"], check=True, capture_output=True)
-        time.sleep(OUTAGE_S)
-        subprocess.run([KAFKA, "up"], check=True, capture_output=True)
+        own_broker.run("down")
+        assert not own_broker.running(), "the broker still runs after kafka.sh down"
+        time.sleep(OUTAGE_S)  # the outage's length, not a wait for anything
+        own_broker.run("up")
         wait_for_broker({"bootstrap.servers": bootstrap}, 60)
         send(2)
         wait_for(
@@ -173,7 +171,7 @@ def test_dlq_topic_deleted_under_the_job_fails_loudly_and_recovers(
     assert max(seen.values()) == 1, "duplicated"
     assert set(after) <= set(seen), "records that arrived after the deletion were lost"
     # From before the deletion only the deleted topic's own records may be missing.
-    rss = FeedProcessor("rss", job_name="j", operator="o")
+    rss = shipped_processor("rss", "o")
     for pos in set(before) - set(seen):
         record = SourceRecord(*pos, None, None, before[pos], ())
         assert pos[0] == config.feeds["rss"].input and isinstance(rss.process(record), Failed)

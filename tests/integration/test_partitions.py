@@ -16,12 +16,14 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewPartitions
 
+from bench.harness import free_port, start_job
 from jobs.local import stop_process_group
+from jobs.sample import generate
 from kafkaio.admin import ensure_project_topics
+from settings.config import JobConfig, load_config
 from tests.kafka_helpers import (
     Message,
     dlq_cli,
-    free_port,
     make_job_config,
     produce,
     read_all,
@@ -29,13 +31,10 @@ from tests.kafka_helpers import (
     run_job,
     running_job_conf,
     source_position,
-    start_job,
     wait_for,
 )
-from udfs.config import JobConfig, load_config
-from udfs.sample import generate
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
 
 def feed_records(

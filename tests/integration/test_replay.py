@@ -19,8 +19,8 @@ from confluent_kafka.admin import AdminClient
 
 from dlq.replay import load_ledger
 from kafkaio.admin import ensure_project_topics
+from settings.config import load_config
 from tests.kafka_helpers import ROOT, dlq_cli, fill_dlq, make_job_config, read_all, wait_for
-from udfs.config import load_config
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +101,11 @@ def test_records_replayed_too_often_go_to_the_parking_lot(
     parked = read_all(bootstrap, [config.parking_topic])
     assert sorted((m.key, m.value) for m in parked) == sorted((m.key, m.value) for m in dlq)
     assert read_all(bootstrap, [config.feeds["rss"].input]) == []
+
+
+def test_usage_and_connection_errors_exit_2(bootstrap: str, tmp_path: Path) -> None:
+    path, _ = make_job_config(tmp_path, bootstrap)
+    assert dlq_cli(path, "replay", "--topic", "x", "--since", "soon").returncode == 2
+    assert dlq_cli(path, "replay", "--topic", "x", "--fix", "no_such_module:f").returncode == 2
+    down = dlq_cli(path, "--bootstrap-servers", "127.0.0.1:1", "stats")
+    assert down.returncode == 2 and "no Kafka broker answered" in down.stderr

@@ -11,21 +11,20 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from bench.harness import free_port, start_job
 from jobs.local import stop_process_group
 from kafkaio.admin import ensure_project_topics
+from settings.config import load_config
 from tests.corpus import build_corpus
 from tests.kafka_helpers import (
-    free_port,
     make_job_config,
     produce,
     read_all,
     rest,
-    start_job,
     wait_for,
 )
-from udfs.config import load_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
 # No periodic checkpoint during the test: the one checkpoint is triggered through the REST API
 # once the "before" state has been looked at, so the check does not race the clock.
 CHECKPOINT_MS = 3_600_000

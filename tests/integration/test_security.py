@@ -22,21 +22,24 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialUpsertion,
 )
 
+from bench.harness import free_port, start_job
 from jobs.local import stop_process_group
+from jobs.sample import generate
 from kafkaio import acl
 from kafkaio.admin import admin_client
+from settings.config import JobConfig, load_config
 from tests.conftest import SecureBroker
 from tests.kafka_helpers import (
     ROOT,
     dlq_cli,
     fill_dlq,
-    free_port,
     make_job_config,
     produce,
     read_all,
@@ -44,11 +47,8 @@ from tests.kafka_helpers import (
     run_job,
     running_job_conf,
     source_position,
-    start_job,
     wait_for,
 )
-from udfs.config import JobConfig, load_config
-from udfs.sample import generate
 
 pytestmark = pytest.mark.integration
 PER_FEED = 150
@@ -119,14 +119,29 @@ def add_user(broker: SecureBroker, name: str) -> str:
         [UserScramCredentialUpsertion(name, info, password.encode())]
     ).values():
         f.result(30)
-    time.sleep(1)  # SCRAM credentials reach the broker's cache through the metadata log
+    # The credential reaches the broker's cache through the metadata log: wait until the user
+    # gets in (a metadata request answered) before a test relies on it.
+    user = load_config(
+        None, {**broker.app_env, "KAFKA_SASL_USERNAME": name, "KAFKA_SASL_PASSWORD": password}
+    )
+    client = admin_client({**user.kafka.librdkafka(), "log_level": 0})
+    wait_for(f"user {name} to authenticate", lambda: signs_in(client), 30)
     return password
+
+
+def signs_in(client: Any) -> bool:
+    try:
+        client.list_topics(timeout=2)
+    except KafkaException:
+        return False
+    return True
 
 
 def grant(broker: SecureBroker, bindings: list[Any]) -> None:
     acl.create(load_config(None, broker.admin_env), bindings)
 
 
+@pytest.mark.flink
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "PLAIN"])
 def test_job_and_dlq_commands_over_sasl_ssl_leak_no_secret(
     secure_broker: SecureBroker, tmp_path: Path, mechanism: str
@@ -255,6 +270,7 @@ def test_wrong_credentials_fail_fast_and_clearly(
     assert env["KAFKA_SASL_PASSWORD"] not in job.stdout + job.stderr
 
 
+@pytest.mark.flink
 def test_job_without_dlq_write_acl_stops_loudly_then_runs_exactly_once(
     secure_broker: SecureBroker, tmp_path: Path
 ) -> None:
@@ -278,6 +294,7 @@ def test_job_without_dlq_write_acl_stops_loudly_then_runs_exactly_once(
     assert outputs_exactly_once(app, sent) > 0
 
 
+@pytest.mark.flink
 def test_dlq_write_acl_revoked_mid_run_restarts_and_loses_nothing(
     secure_broker: SecureBroker, tmp_path: Path
 ) -> None:
@@ -324,7 +341,13 @@ def test_dlq_write_acl_revoked_mid_run_restarts_and_loses_nothing(
         wait_for("the DLQ sink to fail", denied, 120, proc)
         acl.create(admin, dlq_write_acls(principal, app))
         wait_for("every input in the outputs", all_out, 240, proc)
-        time.sleep(3)  # more checkpoints: a duplicate would show up now
+
+        def completed() -> int:
+            return int(rest(port, f"/jobs/{job_id}/checkpoints")["counts"]["completed"])
+
+        # Two more checkpoints committed after that: a duplicate would be visible by then.
+        after = completed()
+        wait_for("two more checkpoints", lambda: completed() >= after + 2, 120, proc)
         assert rest(port, f"/jobs/{job_id}")["state"] == "RUNNING"
         assert outputs_exactly_once(app, sent) > 0
     finally:

@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.kafka_helpers import ROOT, produce, read_all
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
 # A minimal PyFlink job: the project's raw-record source, a Python map that copies key, value
 # and headers, and an EXACTLY_ONCE KafkaSink; run in the embedded mini-cluster.
@@ -21,7 +21,7 @@ PASSTHROUGH = """
 import sys
 from pyflink.common import WatermarkStrategy
 from jobs.dlq_job import FRAME, create_env, end_offsets, kafka_sink, kafka_source
-from udfs.config import load_config
+from settings.config import load_config
 from tests.frames_codec import decode_source, encode_sink
 
 config = load_config().with_bootstrap_servers(sys.argv[1]).with_overrides(

@@ -9,7 +9,7 @@ import yaml
 
 from ingest.handlers import polymarket_key, rss_key
 from ingest.producer import serialise
-from udfs.config import ConfigError, load_config
+from settings.config import ConfigError, load_config
 from udfs.envelope import (
     SCHEMA,
     EnvelopeError,
