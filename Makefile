@@ -17,10 +17,10 @@ MVN     := $(MVN_ANY) -Dkafka.version=$(KAFKA_VERSION)
 KAFKA_BROKER_VERSION ?= $(KAFKA_VERSION)
 BROKER_LIB := $(CURDIR)/build/lib/kafka-$(KAFKA_BROKER_VERSION)
 PYTEST_ARGS ?=
-# Integration and e2e tests run on workers side by side (pytest-xdist); the tests that run a
-# Flink job share one worker (xdist group "flink"), so that two jobs never compete for the two
-# cores. PYTEST_PARALLEL= runs them one after another.
-PYTEST_PARALLEL ?= -n 3 --dist loadgroup
+# Integration and e2e tests run on workers side by side (pytest-xdist); a Flink job runs only
+# while it holds the one Flink slot (a lock file, bench.harness.flink_lock), so that two jobs
+# never compete for the two cores. PYTEST_PARALLEL= runs them one after another.
+PYTEST_PARALLEL ?= -n 4 --dist loadgroup
 
 .PHONY: help setup run check test test-faults test-java test-unit lint format kafka-up kafka-down \
         kafka-up-secure kafka-down-secure topics drain savepoint cancel bench bench-ingest \

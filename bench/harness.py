@@ -1,15 +1,19 @@
 """Runs of the job on topics of their own, for the benchmark and the tests (never shipped):
 a copy of ``conf/job.yaml`` whose topics, consumer group and transactional ids carry a
-run's own prefix, and the job started from the command line as a user starts it."""
+run's own prefix, the job started from the command line as a user starts it, and the one
+Flink slot that runs side by side share."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import random
 import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +78,9 @@ def start_job(
     config_path: Path, *extra: str, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Starts the job unbounded from the earliest offsets, in its own session (stop it with
-    :func:`jobs.local.stop_process_group`)."""
+    :func:`jobs.local.stop_process_group`); the caller holds :func:`flink_lock`."""
+    if os.environ.get(FLINK_LOCK_ENV) and not _held:
+        raise RuntimeError("start_job outside flink_lock(): two Flink jobs could run at once")
     cmd = [sys.executable, str(ROOT / "jobs" / "dlq_job.py"), "--config", str(config_path)]
     return subprocess.Popen(
         [*cmd, "--starting-offsets", "earliest", *extra],
@@ -84,3 +90,32 @@ def start_job(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+# A lock file: while it names one, every Flink job of the tests and the benchmark runs holding
+# it (the tests set it, as their workers run side by side and two Flink jobs at once would
+# fight over two cores). Unset, as for `make bench`: no lock.
+FLINK_LOCK_ENV = "MARKETLAG_FLINK_LOCK"
+_held = 0  # depth of flink_lock() in this process: holding it, a nested one waits for nothing
+
+
+@contextlib.contextmanager
+def flink_lock() -> Iterator[None]:
+    """The machine's one Flink slot, held while the body runs a Flink job (a no-op unless
+    ``MARKETLAG_FLINK_LOCK`` names a lock file)."""
+    global _held
+    path = os.environ.get(FLINK_LOCK_ENV)
+    if not path or _held:
+        _held += 1
+        try:
+            yield
+        finally:
+            _held -= 1
+        return
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        _held = 1
+        try:
+            yield
+        finally:
+            _held = 0

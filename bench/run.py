@@ -49,7 +49,7 @@ import psutil
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from bench.harness import free_port, isolated_config, start_job
+from bench.harness import flink_lock, free_port, isolated_config, start_job
 from jobs.sample import generate
 from kafkaio.admin import ensure_project_topics
 from kafkaio.scan import consumer as scan_consumer
@@ -471,24 +471,25 @@ def flink_run(
         tree["flink"]["conf"]["rest.bind-port"] = str(port)
         tree["flink"]["conf"]["metrics.fetcher.update-interval"] = "100"
         cfg.write_text(json.dumps(tree))
-        counter = SourceCounter(f"http://127.0.0.1:{port}")
-        counter.start()
-        start = time.monotonic()
-        try:
-            run = measured(
-                [
-                    sys.executable,
-                    *job,
-                    "--config",
-                    str(cfg),
-                    "--bounded",
-                    "--starting-offsets",
-                    "earliest",
-                ]
-            )
-        finally:
-            counter.stop.set()
-            counter.join(5)
+        with flink_lock():  # waiting for the slot (tests only) is no part of the run
+            counter = SourceCounter(f"http://127.0.0.1:{port}")
+            counter.start()
+            start = time.monotonic()
+            try:
+                run = measured(
+                    [
+                        sys.executable,
+                        *job,
+                        "--config",
+                        str(cfg),
+                        "--bounded",
+                        "--starting-offsets",
+                        "earliest",
+                    ]
+                )
+            finally:
+                counter.stop.set()
+                counter.join(5)
         if check is not None:
             check(cfg, records)
     first = counter.first_read()
@@ -537,7 +538,8 @@ def latency(tmp: Path, rate: float, seconds: float = 30.0) -> dict[str, Any]:
             tag = f"b{os.getpid()}-lat-{system.replace('_', '')}-{round(bad * 100)}"
             base = bench_config(tmp, f"{tag}-base", f"{tag}.in")
             interval = load_config(base).checkpoint_interval_ms
-            with fresh_outputs(base, tmp, tag) as cfg:
+            slot = flink_lock() if system == "flink_job" else contextlib.nullcontext()
+            with fresh_outputs(base, tmp, tag) as cfg, slot:
                 try:
                     figure = _latency(cfg, system, rate, bad, seconds)
                 finally:

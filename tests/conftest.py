@@ -28,10 +28,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from bench.harness import free_port, port_free
-from tests.kafka_helpers import (
-    ROOT,
-)
+from bench.harness import FLINK_LOCK_ENV, flink_lock, free_port, port_free
+from tests.kafka_helpers import ROOT
 
 # No test may depend on how fast this machine is at the moment: Hypothesis's default deadline
 # (200 ms an example) failed a property test once on a loaded CI machine.
@@ -77,28 +75,36 @@ SECURE_BROKER = SharedBroker("-secure", ROOT / "var" / "kafka-secure")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput"):  # the controlling process: workers inherit it
+    if not hasattr(config, "workerinput"):  # the controlling process: workers inherit these
         os.environ.setdefault(RUN, uuid.uuid4().hex)
+        # Workers run side by side, and two Flink jobs at once would fight over two cores:
+        # every Flink job of the run holds this lock (bench.harness.flink_lock).
+        (ROOT / "var").mkdir(exist_ok=True)
+        os.environ.setdefault(FLINK_LOCK_ENV, str(ROOT / "var" / ".flink.lock"))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that run a Flink job share one worker, so that two jobs never compete for the
-    machine's two cores (``--dist loadgroup``); the rest spread over the other workers."""
-    for item in items:
-        if item.get_closest_marker("flink"):
-            item.add_marker(pytest.mark.xdist_group("flink"))
+@pytest.fixture(autouse=True)
+def flink_slot(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test marked ``flink`` holds the one Flink slot (:func:`bench.harness.flink_lock`)
+    from start to end: its job runs throughout. Other tests take it only while a job of
+    theirs runs (``run_job``, the benchmark's runs), and do the rest side by side."""
+    if request.node.get_closest_marker("flink") is None:
+        yield
+        return
+    with flink_lock():
+        yield
 
 
 @pytest.hookimpl(trylast=True)  # after xdist has read them
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """A pytest or xdist that loses the groups fails the run, instead of running Flink jobs
-    side by side without a word (it happened: pytest-xdist issue 1386)."""
+    """A pytest or xdist that loses the groups fails the run, instead of scattering a
+    module's shared fixture (a broker cluster, a job run) over workers without a word (it
+    happened: pytest-xdist issue 1386)."""
     if getattr(session.config.option, "loadgroup", False):  # set on xdist's workers
-        lost = [i.nodeid for i in session.items if i.get_closest_marker("flink")]
-        lost = [n for n in lost if not n.endswith("@flink")]
+        lost = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group")]
+        lost = [n for n in lost if "@" not in n]
         if lost:
-            raise pytest.UsageError(f"xdist dropped the flink group of {lost[:3]}")
+            raise pytest.UsageError(f"xdist dropped the group of {lost[:3]}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -15,7 +15,7 @@ import orjson
 import yaml
 from confluent_kafka import KafkaError, Producer
 
-from bench.harness import isolated_config, set_paths
+from bench.harness import flink_lock, isolated_config, set_paths
 from kafkaio.scan import Message, read_to_end
 from settings.config import load_config
 from tests.corpus import shipped_processor
@@ -110,7 +110,10 @@ def run_job(
         offsets,
         *extra,
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=env)
+    with flink_lock():
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, env=env
+        )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"job exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"

@@ -65,7 +65,8 @@ from tests.e2e.faults import (
 )
 from tests.kafka_helpers import ROOT, make_job_config, produce, read_all
 
-pytestmark = [pytest.mark.e2e, pytest.mark.flink]
+# The standalone cluster (a session fixture) serves the e2e tests: they stay on one worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.flink, pytest.mark.xdist_group("e2e")]
 STEPS = (
     "clean-leader",
     "dlq-leader",
@@ -300,8 +301,13 @@ def test_a_topic_below_its_min_insync_replicas_gets_no_write_and_the_job_says_so
         kafka_cluster,
         **{
             # The Java producer retries NOT_ENOUGH_REPLICAS until its delivery timeout (120 s
-            # by default), then the sink fails its checkpoint: a shorter one for the test.
-            "kafka.sink": {"delivery.timeout.ms": 20000, "request.timeout.ms": 10000},
+            # by default); the sink then declines checkpoints until a call blocks out its
+            # max.block.ms (60 s) and fails the task: shorter ones for the test.
+            "kafka.sink": {
+                "delivery.timeout.ms": 5000,
+                "request.timeout.ms": 2000,
+                "max.block.ms": 5000,
+            },
             "flink.conf": {
                 "restart-strategy.type": "fixed-delay",
                 "restart-strategy.fixed-delay.attempts": "1000",

@@ -40,7 +40,8 @@ from tests.e2e.faults import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.flink]
+# The standalone cluster (a session fixture) serves the e2e tests: they stay on one worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.flink, pytest.mark.xdist_group("e2e")]
 
 
 def test_exactly_once_under_kills_broker_restart_and_savepoint(

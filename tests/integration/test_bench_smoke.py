@@ -29,7 +29,6 @@ def _bench(module: str, bootstrap: str, *args: str) -> subprocess.CompletedProce
     return proc
 
 
-@pytest.mark.flink
 def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path) -> None:
     out = tmp_path / "latest.json"
     proc = _bench("bench.run", bootstrap, "--smoke", "--out", str(out))
@@ -101,7 +100,6 @@ def test_bench_smoke_run_writes_a_complete_report(bootstrap: str, tmp_path: Path
     assert "flink_bounded_e2e" in proc.stdout  # the table
 
 
-@pytest.mark.flink
 def test_latency_of_job_and_plain_loop_counts_every_good_record(
     bootstrap: str, tmp_path: Path
 ) -> None:

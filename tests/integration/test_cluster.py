@@ -24,7 +24,8 @@ from settings.config import load_config
 from tests.conftest import KAFKA_CLUSTER as CLUSTER
 from tests.kafka_helpers import ROOT, dlq_cli, fill_dlq, make_job_config, read_all, wait_for
 
-pytestmark = pytest.mark.integration
+# One three-node cluster (the module fixture) serves every test here: one worker.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kafka-cluster")]
 
 
 def test_dlq_topics_replicates_every_project_topic_three_times(

@@ -17,7 +17,8 @@ from tests.corpus import Case, build_corpus
 from tests.kafka_helpers import Message, make_job_config, produce, read_all, run_job
 from udfs.envelope import MAX_STACKTRACE_BYTES
 
-pytestmark = [pytest.mark.integration, pytest.mark.flink]
+# One job run (the module fixture) serves every test here: they stay on one worker.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("dlq-job-run")]
 COPIES = 20  # each case is produced this many times, spread over the 3 partitions
 
 

@@ -18,7 +18,7 @@ from tests.hostile import AT_LIMIT, hostile_corpus
 from tests.kafka_helpers import make_job_config, read_all, run_job
 from udfs.envelope import unb64
 
-pytestmark = [pytest.mark.integration, pytest.mark.flink]
+pytestmark = pytest.mark.integration
 
 
 def test_hostile_corpus_through_the_job(bootstrap: str, tmp_path: Path) -> None:

@@ -82,6 +82,18 @@ def as_sent(rec: OutRecord) -> tuple[Any, ...]:
     return (rec.key, rec.value, rec.headers, rec.timestamp)
 
 
+def unreachable(path: Path, tmp_path: Path) -> Path:
+    """The config at ``path`` with a broker address where nothing listens and short timeouts:
+    what a producer that cannot reach Kafka at all sees."""
+    return with_settings(
+        path,
+        tmp_path / "down.yaml",
+        kafka__bootstrap_servers=f"127.0.0.1:{free_port()}",
+        ingest__delivery_timeout_ms=300,
+        ingest__dlq_timeout_ms=300,
+    )
+
+
 def setup(
     tmp_path: Path, bootstrap: str, monkeypatch: pytest.MonkeyPatch, **overrides: Any
 ) -> tuple[Path, JobConfig]:
@@ -183,13 +195,7 @@ def test_a_spooled_record_keeps_its_headers_and_timestamp_into_its_topic(
     """Kafka out of reach: the records wait in the spool as they were sent, and drain writes
     them to their topic as they were sent."""
     path, config = setup(tmp_path, bootstrap, monkeypatch)
-    down = with_settings(
-        path,
-        tmp_path / "down.yaml",
-        kafka__bootstrap_servers=f"127.0.0.1:{free_port()}",
-        ingest__delivery_timeout_ms=300,
-        ingest__dlq_timeout_ms=300,
-    )
+    down = unreachable(path, tmp_path)
     sent = [exact(i) for i in range(20)]
 
     report = IngestProducer(load_config(down)).send("rss", sent).as_dict()
@@ -283,7 +289,6 @@ class Sender(threading.Thread):
             self.error = e
 
 
-@pytest.mark.flink
 def test_broker_down_mid_stream_spools_then_drain_and_the_job_take_every_record(
     own_broker: OwnBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -375,13 +380,7 @@ def test_drain_killed_mid_transaction_and_run_again_sends_each_record_once(
     rss = config.feeds["rss"]
     n = 2500
     # Spool them as a producer that cannot reach Kafka would.
-    down = with_settings(
-        path,
-        tmp_path / "down.yaml",
-        kafka__bootstrap_servers=f"127.0.0.1:{free_port()}",
-        ingest__delivery_timeout_ms=300,
-        ingest__dlq_timeout_ms=300,
-    )
+    down = unreachable(path, tmp_path)
     monkeypatch.setenv("MARKETLAG_CONFIG", str(down))
     report = handlers.rss_handler([rss_item(i) for i in range(n)], None)
     assert report["spooled"] == n
@@ -559,13 +558,7 @@ def test_a_spool_in_s3_holds_what_kafka_cannot_take_and_drain_empties_it(
     import boto3
 
     path, config = setup(tmp_path, bootstrap, monkeypatch, **{"ingest.spool": "s3://spool/fn"})
-    down = with_settings(
-        path,
-        tmp_path / "down.yaml",
-        kafka__bootstrap_servers=f"127.0.0.1:{free_port()}",
-        ingest__delivery_timeout_ms=300,
-        ingest__dlq_timeout_ms=300,
-    )
+    down = unreachable(path, tmp_path)
     monkeypatch.setenv("MARKETLAG_CONFIG", str(down))
     items = [rss_item(i) for i in range(50)]
     report = handlers.rss_handler(items, None)

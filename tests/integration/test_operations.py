@@ -18,8 +18,8 @@ from settings.config import JobConfig, load_config
 from tests.corpus import build_corpus
 from tests.kafka_helpers import dlq_cli, make_job_config, produce, read_all, run_job
 
-# The module's fixture runs the job: its tests share the Flink worker (and the one run).
-pytestmark = [pytest.mark.integration, pytest.mark.flink]
+# One job run (the module fixture) serves every test here: they stay on one worker.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("operations-run")]
 
 
 @pytest.fixture(scope="module")

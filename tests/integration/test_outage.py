@@ -110,13 +110,13 @@ def test_dlq_topic_deleted_under_the_job_fails_loudly_and_recovers(
     # A send to the deleted topic fails after the producer's timeouts; shortened from the
     # defaults (60 s metadata wait, 120 s delivery) so that the failure shows well within
     # the wait below however the producer meets the deletion.
-    timeouts = {"request.timeout.ms": 10_000, "delivery.timeout.ms": 30_000, "max.block.ms": 30_000}
+    timeouts = {"request.timeout.ms": 5_000, "delivery.timeout.ms": 10_000, "max.block.ms": 10_000}
     sink = {**load_config(None, {}).sink_properties, **timeouts}
     path, _ = make_job_config(
         tmp_path, bootstrap, **{"flink.conf": running_job_conf(port), "kafka.sink": sink}
     )
     config = load_config(path)
-    assert config.sink_properties["delivery.timeout.ms"] == "30000"
+    assert config.sink_properties["delivery.timeout.ms"] == "10000"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     ensure_project_topics(config, admin)
     outputs = [t for f in config.feeds.values() for t in (f.clean, f.dlq)]

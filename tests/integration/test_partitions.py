@@ -144,3 +144,14 @@ def test_an_input_grown_under_a_running_job_is_picked_up_and_stops_neither_feed(
     assert moved, "no bad record came from the new partition"
     assert {m.partition for m in moved} == {0}, "partition 3 of a 3-partition DLQ is 3 mod 3"
     assert {orjson.loads(m.value or b"")["source"]["partition"] for m in moved} == {3}
+
+
+def test_a_job_without_its_topics_exits_2_naming_them(bootstrap: str, tmp_path: Path) -> None:
+    path, _ = make_job_config(tmp_path, bootstrap)  # nobody made these topics
+    config = load_config(path)
+
+    job = run_job(path, check=False)
+
+    assert job.returncode == 2, job.stderr[-2000:]
+    for topic in (config.feeds["rss"].input, config.feeds["polymarket"].dlq):
+        assert f"topic '{topic}' does not exist (make topics)" in job.stderr

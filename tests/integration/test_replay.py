@@ -109,3 +109,5 @@ def test_usage_and_connection_errors_exit_2(bootstrap: str, tmp_path: Path) -> N
     assert dlq_cli(path, "replay", "--topic", "x", "--fix", "no_such_module:f").returncode == 2
     down = dlq_cli(path, "--bootstrap-servers", "127.0.0.1:1", "stats")
     assert down.returncode == 2 and "no Kafka broker answered" in down.stderr
+    spool = dlq_cli(path, "spool", "drain", "--spool", "s3://")
+    assert spool.returncode == 2 and "an S3 location is s3://BUCKET" in spool.stderr, spool.stderr

@@ -141,7 +141,6 @@ def grant(broker: SecureBroker, bindings: list[Any]) -> None:
     acl.create(load_config(None, broker.admin_env), bindings)
 
 
-@pytest.mark.flink
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "PLAIN"])
 def test_job_and_dlq_commands_over_sasl_ssl_leak_no_secret(
     secure_broker: SecureBroker, tmp_path: Path, mechanism: str
@@ -270,7 +269,6 @@ def test_wrong_credentials_fail_fast_and_clearly(
     assert env["KAFKA_SASL_PASSWORD"] not in job.stdout + job.stderr
 
 
-@pytest.mark.flink
 def test_job_without_dlq_write_acl_stops_loudly_then_runs_exactly_once(
     secure_broker: SecureBroker, tmp_path: Path
 ) -> None:
