@@ -12,6 +12,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -82,40 +83,83 @@ def start_job(
     if os.environ.get(FLINK_LOCK_ENV) and not _held:
         raise RuntimeError("start_job outside flink_lock(): two Flink jobs could run at once")
     cmd = [sys.executable, str(ROOT / "jobs" / "dlq_job.py"), "--config", str(config_path)]
-    return subprocess.Popen(
-        [*cmd, "--starting-offsets", "earliest", *extra],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    # Its output beside its configuration, for whoever has to find out why it stopped.
+    with open(job_log(config_path), "ab") as log:
+        return subprocess.Popen(
+            [*cmd, "--starting-offsets", "earliest", *extra],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
-# A lock file: while it names one, every Flink job of the tests and the benchmark runs holding
-# it (the tests set it, as their workers run side by side and two Flink jobs at once would
-# fight over two cores). Unset, as for `make bench`: no lock.
+def job_log(config_path: Path) -> Path:
+    """Where :func:`start_job` writes the output of a job run with ``config_path``."""
+    return config_path.with_suffix(".log")
+
+
+# A folder of tickets: while it names one, every Flink job of the tests and the benchmark runs
+# holding the slot (the tests set it, as their workers run side by side and two Flink jobs at
+# once would fight over two cores). Unset, as for `make bench`: no slot to wait for.
 FLINK_LOCK_ENV = "MARKETLAG_FLINK_LOCK"
 _held = 0  # depth of flink_lock() in this process: holding it, a nested one waits for nothing
 
 
 @contextlib.contextmanager
 def flink_lock() -> Iterator[None]:
-    """The machine's one Flink slot, held while the body runs a Flink job (a no-op unless
-    ``MARKETLAG_FLINK_LOCK`` names a lock file)."""
+    """The machine's one Flink slot, held while the body runs a Flink job, first come first
+    served (a no-op unless ``MARKETLAG_FLINK_LOCK`` names a folder).
+
+    Each waiter puts a numbered ticket in the folder, which it holds locked (flock) for as
+    long as it waits and runs; its turn is when no lower number is left. A ticket whose owner
+    died is unlocked, and is cleared by the next waiter that finds it. Fair, unlike one flock
+    that every waiter races for: a test that takes the slot again and again cannot starve
+    another one.
+    """
     global _held
-    path = os.environ.get(FLINK_LOCK_ENV)
-    if not path or _held:
+    folder = os.environ.get(FLINK_LOCK_ENV)
+    if not folder or _held:
         _held += 1
         try:
             yield
         finally:
             _held -= 1
         return
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    tickets = Path(folder)
+    tickets.mkdir(parents=True, exist_ok=True)
+    ticket = _take_ticket(tickets)
+    name = Path(ticket.name).name
+    try:
+        while earlier := [t for t in os.listdir(tickets) if t[0] != "." and t < name]:
+            for other in earlier:  # an owner that died leaves its ticket unlocked
+                with contextlib.suppress(FileNotFoundError), open(tickets / other) as f:
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue
+                    (tickets / other).unlink(missing_ok=True)
+            time.sleep(0.2)
         _held = 1
-        try:
-            yield
-        finally:
-            _held = 0
+        yield
+    finally:
+        _held = 0
+        (tickets / name).unlink(missing_ok=True)
+        ticket.close()
+
+
+def _take_ticket(tickets: Path) -> Any:
+    """The next ticket, already locked by this process: numbered under a mutex, so that a
+    ticket is in the folder before any later number is given out."""
+    with open(tickets / ".mutex", "a+") as mutex:
+        fcntl.flock(mutex, fcntl.LOCK_EX)
+        mutex.seek(0)
+        number = int(mutex.read() or 0) + 1
+        mutex.seek(0)
+        mutex.truncate()
+        mutex.write(str(number))
+        mutex.flush()
+        ticket = open(tickets / f"{number:012d}-{os.getpid()}", "w")  # noqa: SIM115 - held
+        fcntl.flock(ticket, fcntl.LOCK_EX)  # before the mutex goes: never seen unlocked
+    return ticket

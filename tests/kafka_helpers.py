@@ -15,7 +15,7 @@ import orjson
 import yaml
 from confluent_kafka import KafkaError, Producer
 
-from bench.harness import flink_lock, isolated_config, set_paths
+from bench.harness import flink_lock, isolated_config, job_log, set_paths
 from kafkaio.scan import Message, read_to_end
 from settings.config import load_config
 from tests.corpus import shipped_processor
@@ -159,11 +159,14 @@ def rest(port: int, path: str) -> Any:
 def wait_for(
     what: str, check: Any, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
 ) -> Any:
-    """Polls ``check`` until it returns something true; fails if ``proc`` exits first."""
+    """Polls ``check`` until it returns something true; fails if ``proc`` exits first (with
+    the end of its log, when it is a job of :func:`bench.harness.start_job`)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc is not None:
-            assert proc.poll() is None, f"{proc.args} exited ({proc.returncode}) waiting for {what}"
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(
+                f"{proc.args} exited ({proc.returncode}) waiting for {what}{log_tail(proc)}"
+            )
         try:
             result = check()
             if result:
@@ -172,6 +175,18 @@ def wait_for(
             pass
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def log_tail(proc: subprocess.Popen[bytes], lines: int = 60) -> str:
+    """The last lines of a started job's log (its errors), if it has one."""
+    args = [str(a) for a in proc.args] if isinstance(proc.args, list) else []
+    if "--config" not in args:
+        return ""
+    log = job_log(Path(args[args.index("--config") + 1]))
+    if not log.exists():
+        return ""
+    text = log.read_text(errors="replace").splitlines()
+    return "\n" + "\n".join(text[-lines:])
 
 
 def source_position(value: bytes | None) -> tuple[str, int, int]:

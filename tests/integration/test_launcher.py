@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -51,6 +51,7 @@ class Launcher:
     pipe as `make run | tee` makes it."""
 
     def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
         self.proc = subprocess.Popen(
             [*LAUNCH, "--config", str(config_path), "--seed-count", "300", "--refresh", "0.5"],
             cwd=ROOT,
@@ -78,22 +79,29 @@ class Launcher:
 
 
 @pytest.fixture
-def launch(bootstrap: str, tmp_path: Path) -> Iterator[tuple[Path, list[Launcher]]]:
+def launch(bootstrap: str, tmp_path: Path) -> Iterator[Callable[[], Launcher]]:
+    """Starts launchers on this test's own topics; whatever is left of them is killed at the
+    end."""
     path, _ = make_job_config(
         tmp_path, bootstrap, **{"flink.conf": {"rest.bind-port": str(free_port())}}
     )
     ensure_project_topics(load_config(path), AdminClient({"bootstrap.servers": bootstrap}))
     started: list[Launcher] = []
+
+    def start() -> Launcher:
+        started.append(Launcher(path))
+        return started[-1]
+
     try:
-        yield path, started
+        yield start
     finally:
         for launcher in started:
             launcher.stop_everything()
 
 
-def running(launcher: Launcher, bootstrap: str, config_path: Path) -> None:
+def running(launcher: Launcher, bootstrap: str) -> None:
     """Waits until the job commits clean records: its JVM and workers all up."""
-    clean = load_config(config_path).feeds["rss"].clean
+    clean = load_config(launcher.config_path).feeds["rss"].clean
     wait_for("clean records committed", lambda: read_all(bootstrap, [clean]), 120, launcher.proc)
     kinds = {p.info["name"] for p in session(launcher.job)}
     assert "java" in kinds, f"no JVM in the job's session: {kinds}"
@@ -111,12 +119,10 @@ def gone(launcher: Launcher) -> float:
 
 
 def test_the_job_stops_when_its_launcher_is_killed(
-    bootstrap: str, launch: tuple[Path, list[Launcher]]
+    bootstrap: str, launch: Callable[[], Launcher]
 ) -> None:
-    path, started = launch
-    launcher = Launcher(path)
-    started.append(launcher)
-    running(launcher, bootstrap, path)
+    launcher = launch()
+    running(launcher, bootstrap)
 
     launcher.proc.send_signal(signal.SIGKILL)
 
@@ -126,12 +132,10 @@ def test_the_job_stops_when_its_launcher_is_killed(
 
 
 def test_ctrl_c_with_the_output_closed_stops_the_job(
-    bootstrap: str, launch: tuple[Path, list[Launcher]]
+    bootstrap: str, launch: Callable[[], Launcher]
 ) -> None:
-    path, started = launch
-    launcher = Launcher(path)
-    started.append(launcher)
-    running(launcher, bootstrap, path)
+    launcher = launch()
+    running(launcher, bootstrap)
     assert launcher.proc.stdout is not None
 
     launcher.proc.stdout.close()  # `tee` gone: the next write gets EPIPE
@@ -142,10 +146,8 @@ def test_ctrl_c_with_the_output_closed_stops_the_job(
     print(f"Ctrl-C after the output closed: job gone after {took:.1f} s")
 
 
-def test_ctrl_c_while_the_job_starts_stops_it(launch: tuple[Path, list[Launcher]]) -> None:
-    path, started = launch
-    launcher = Launcher(path)
-    started.append(launcher)
+def test_ctrl_c_while_the_job_starts_stops_it(launch: Callable[[], Launcher]) -> None:
+    launcher = launch()
 
     launcher.proc.send_signal(signal.SIGINT)  # the job has only just been started
 
