@@ -22,7 +22,8 @@ def _bench(module: str, bootstrap: str, *args: str) -> subprocess.CompletedProce
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        # It waits for the Flink slot before each of its runs, behind the other tests' jobs.
+        timeout=2700,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

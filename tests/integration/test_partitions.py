@@ -34,7 +34,7 @@ from tests.kafka_helpers import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.flink]
+pytestmark = pytest.mark.integration
 
 
 def feed_records(
@@ -101,6 +101,7 @@ def test_a_dlq_behind_its_input_stops_the_job_at_start_until_dlq_topics_grows_it
     assert new and {m.partition for m in new} == {3}, "a DLQ record keeps its input's partition"
 
 
+@pytest.mark.flink
 def test_an_input_grown_under_a_running_job_is_picked_up_and_stops_neither_feed(
     bootstrap: str, tmp_path: Path
 ) -> None:
