@@ -82,16 +82,16 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault(FLINK_LOCK_ENV, str(ROOT / "var" / "flink-slot"))
 
 
-@pytest.fixture(autouse=True)
-def flink_slot(request: pytest.FixtureRequest) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """A test marked ``flink`` holds the one Flink slot (:func:`bench.harness.flink_lock`)
-    from start to end: its job runs throughout. Other tests take it only while a job of
-    theirs runs (``run_job``, the benchmark's runs), and do the rest side by side."""
-    if request.node.get_closest_marker("flink") is None:
-        yield
-        return
+    while it runs (its job runs throughout), not while its fixtures start brokers and
+    clusters. Other tests take it only while a job of theirs runs (``run_job``, the
+    benchmark's runs), and do the rest side by side."""
+    if item.get_closest_marker("flink") is None:
+        return (yield)
     with flink_lock():
-        yield
+        return (yield)
 
 
 @pytest.hookimpl(trylast=True)  # after xdist has read them
