@@ -22,11 +22,13 @@ read_committed every input is in clean ∪ DLQ exactly once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import signal
 import site
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,8 @@ from udfs.pipeline import FeedProcessor, RetryConfig, load_callable
 FRAME = Types.PRIMITIVE_ARRAY(Types.BYTE())
 JAVA_PACKAGE = "io.marketlag.dlq"
 BROKER_WAIT_S = 60
+# How long a stopped job's processes get after SIGTERM before SIGKILL.
+STOP_GRACE_S = 10
 
 
 class ValidateBatches(MapFunction):
@@ -458,6 +462,25 @@ LAUNCHER_PID_ENV = "MARKETLAG_LAUNCHER_PID"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+def others_in_group(group: int) -> bool:
+    """Whether a live process other than this one is in process group ``group`` (Linux's
+    /proc; elsewhere, none is seen)."""
+    me = os.getpid()
+    with contextlib.suppress(OSError), os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            state, _ppid, pgrp = stat[stat.rindex(b")") + 2 :].split()[:3]
+            if int(pgrp) == group and state not in (b"Z", b"X"):
+                return True
+    return False
+
+
 def stop_with_session_on_sigterm() -> None:
     """When the job leads a session of its own (``make run`` starts it so), SIGTERM stops the
     whole session: this client, its JVM and the Python workers, none left behind. Started by
@@ -467,8 +490,19 @@ def stop_with_session_on_sigterm() -> None:
         return
 
     def stop(signum: int, frame: object) -> None:
+        # SIGTERM to the whole group; whatever has not ended STOP_GRACE_S later (a JVM whose
+        # shutdown hangs, a Python worker) gets SIGKILL. Exactly once never depends on a
+        # graceful end: open transactions are aborted or committed on the next start.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        group = os.getpgid(0)
+        os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while others_in_group(group) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if others_in_group(group):
+            os.killpg(group, signal.SIGKILL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.killpg(os.getpgid(0), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     launcher = os.environ.pop(LAUNCHER_PID_ENV, None)

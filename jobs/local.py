@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from jobs.dlq_job import LAUNCHER_PID_ENV
+from jobs.dlq_job import LAUNCHER_PID_ENV, STOP_GRACE_S
 from jobs.sample import generate
 from kafkaio.scan import topic_size, watermarks
 from settings.config import FEEDS, ROOT, JobConfig
@@ -102,13 +102,14 @@ def status_table(rows: list[tuple[str, int, int, int, float]]) -> Table:
 
 def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
     """Stops a process started with ``start_new_session=True`` and everything it started
-    (the job's Python client, its JVM, the Python workers): SIGTERM, then SIGKILL after 30 s."""
+    (the job's Python client, its JVM, the Python workers): SIGTERM, which the job turns into
+    SIGKILL for what is left after STOP_GRACE_S; this SIGKILLs the group itself 5 s later."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(30)
+        proc.wait(STOP_GRACE_S + 5)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -5,6 +5,7 @@ within seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from bench.harness import free_port
+from jobs.dlq_job import STOP_GRACE_S
 from kafkaio.admin import ensure_project_topics
 from settings.config import load_config
 from tests.kafka_helpers import (
@@ -107,14 +109,26 @@ def running(launcher: Launcher, bootstrap: str) -> None:
     assert "java" in kinds, f"no JVM in the job's session: {kinds}"
 
 
+def described(processes: list[psutil.Process]) -> str:
+    out = []
+    for p in processes:
+        with contextlib.suppress(psutil.Error):
+            out.append(f"{p.pid} {p.status()} {' '.join(p.cmdline())[:200]}")
+    return "; ".join(out)
+
+
 def gone(launcher: Launcher) -> float:
-    """Waits until no process of the job is left; returns how long that took."""
+    """Waits until no process of the job is left; returns how long that took. If some stay,
+    says which."""
     start = time.monotonic()
-    wait_for(
-        f"every process of job {launcher.job} gone",
-        lambda: not session(launcher.job),
-        GONE_WITHIN_S,
-    )
+    try:
+        wait_for(
+            f"every process of job {launcher.job} gone",
+            lambda: not session(launcher.job),
+            GONE_WITHIN_S,
+        )
+    except AssertionError as e:
+        raise AssertionError(f"{e}; left: {described(session(launcher.job))}") from None
     return time.monotonic() - start
 
 
@@ -154,3 +168,21 @@ def test_ctrl_c_while_the_job_starts_stops_it(launch: Callable[[], Launcher]) ->
     took = gone(launcher)
     assert launcher.proc.wait(30) == 0
     print(f"Ctrl-C during start-up: job gone after {took:.1f} s")
+
+
+def test_a_job_whose_jvm_does_not_stop_is_killed(
+    bootstrap: str, launch: Callable[[], Launcher]
+) -> None:
+    """A JVM that does not act on SIGTERM (here: stopped with SIGSTOP, as a shutdown that
+    hangs would leave it) is SIGKILLed by the job STOP_GRACE_S later: nothing outlives it."""
+    launcher = launch()
+    running(launcher, bootstrap)
+    [jvm] = [p for p in session(launcher.job) if p.info["name"] == "java"]
+    jvm.suspend()
+    wait_for("the JVM stopped", lambda: jvm.status() == psutil.STATUS_STOPPED, 10)
+
+    launcher.proc.send_signal(signal.SIGINT)
+
+    took = gone(launcher)
+    assert took >= STOP_GRACE_S - 1, f"gone after {took:.1f} s: the JVM was not the one left"
+    print(f"Ctrl-C with the JVM stopped: job gone after {took:.1f} s")
