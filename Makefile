@@ -24,7 +24,7 @@ PYTEST_PARALLEL ?= -n 4 --dist loadgroup
 
 .PHONY: help setup run check test test-faults test-java test-unit lint format kafka-up kafka-down \
         kafka-up-secure kafka-down-secure topics drain savepoint cancel bench bench-ingest \
-        cluster-up cluster-down submit clean
+        cluster-up cluster-down submit clean lambda-package flink-app-package
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -123,6 +123,12 @@ savepoint: ## Stop the submitted job with a savepoint (prints its path)
 
 cancel: ## Cancel the submitted job
 	@scripts/flink-cluster.sh cancel
+
+lambda-package: $(VENV_OK) ## The ingest handlers as an AWS Lambda zip (python3.11 x86_64): build/dist
+	$(PY) deploy/package.py lambda
+
+flink-app-package: setup ## The job as an Amazon Managed Service for Apache Flink zip (FLINK-2_2): build/dist
+	$(PY) deploy/package.py flink-app
 
 BENCH_RECORDS ?= 1000000
 BENCH_BAD_SHARE ?= 0.05

@@ -58,6 +58,7 @@ from pyflink.java_gateway import get_gateway
 
 from bridge.frames import process_batch
 from kafkaio.scan import watermarks
+from settings.application import read_application_properties
 from settings.config import (
     FEEDS,
     ROOT,
@@ -339,19 +340,23 @@ def submitted_to_cluster() -> bool:
     return "PYFLINK_GATEWAY_PORT" in os.environ
 
 
-def flink_configuration(config: JobConfig) -> Configuration:
-    """Runtime settings of the job; on the embedded mini-cluster also its checkpoint folder."""
+def flink_configuration(config: JobConfig, managed: bool = False) -> Configuration:
+    """Runtime settings of the job; on the embedded mini-cluster also its checkpoint folder.
+    Managed (Amazon Managed Service for Apache Flink), only the job's name: the service
+    refuses a job that sets what it manages, and gives the job its jar and interpreter."""
+    conf = Configuration()
+    conf.set_string("pipeline.name", config.name)
+    if managed:
+        return conf
     missing = [str(j) for j in config.jars if not j.exists()]
     if missing:
         raise ConfigError(f"jars missing: {', '.join(missing)}; run 'make setup'")
-    conf = Configuration()
     # The Python workers must run this interpreter (the project's venv), not whatever
     # `python` is first on PATH.
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
     conf.set_string("python.execution-mode", config.python_execution_mode)
     conf.set_string("pipeline.jars", ";".join(j.resolve().as_uri() for j in config.jars))
-    conf.set_string("pipeline.name", config.name)
     # Every operator of the job emits a new array per record and keeps none it has emitted or
     # received (the batcher copies frames into its own buffer), so chained operators may pass
     # records on without Flink copying each one (lever no_object_reuse of bench.levers).
@@ -406,7 +411,11 @@ def mini_cluster_jvm_options(config: JobConfig) -> None:
     os.environ["JVM_ARGS"] = " ".join([*ours, *theirs])
 
 
-def create_env(config: JobConfig) -> StreamExecutionEnvironment:
+def create_env(config: JobConfig, managed: bool = False) -> StreamExecutionEnvironment:
+    """The execution environment with the job's parallelism and checkpointing; managed, the
+    service's own (see :func:`managed_env`)."""
+    if managed:
+        return managed_env(config)
     export_pythonpath()
     python_worker_processes(config)
     mini_cluster_jvm_options(config)
@@ -416,6 +425,28 @@ def create_env(config: JobConfig) -> StreamExecutionEnvironment:
     checkpoints = env.get_checkpoint_config()
     checkpoints.set_checkpoint_timeout(config.checkpoint_timeout_ms)
     checkpoints.set_max_concurrent_checkpoints(1)
+    return env
+
+
+def managed_env(config: JobConfig) -> StreamExecutionEnvironment:
+    """On Amazon Managed Service for Apache Flink the service owns checkpointing, parallelism
+    and the restart strategy, and fails a job that sets them. The job sets none; it says what
+    it expects and refuses to run without checkpoints, whose completion is what commits its
+    Kafka transactions (without them no record would ever become visible)."""
+    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(config, True))
+    interval = env.get_checkpoint_config().get_checkpoint_interval()
+    if interval <= 0:
+        raise ConfigError(
+            "checkpointing is off: this job commits its Kafka transactions on completed "
+            "checkpoints; enable checkpointing in the application's CheckpointConfiguration"
+        )
+    print(
+        f"dlq_job: managed: checkpoints every {interval} ms (the service's; "
+        f"kafka.transaction_timeout_ms {config.kafka.transaction_timeout_ms} must exceed the "
+        f"time between two), parallelism the service's (this job expects "
+        f"{config.parallelism}, one subtask per input partition)",
+        file=sys.stderr,
+    )
     return env
 
 
@@ -534,7 +565,12 @@ def prepare(args: argparse.Namespace) -> Launch:
     # the client side only, not the Python workers
     from kafkaio.admin import admin_client, check_partitions, check_topic_access, wait_for_broker
 
-    config = load_config(args.config).with_bootstrap_servers(args.bootstrap_servers)
+    app = read_application_properties(os.environ)
+    environ = os.environ if app is None else {**os.environ, **app.environ}
+    settings = None if app is None else app.settings
+    config = load_config(args.config, environ, settings).with_bootstrap_servers(
+        args.bootstrap_servers
+    )
     if args.parallelism is not None:
         if args.parallelism < 1:
             raise ConfigError("--parallelism must be at least 1")
@@ -552,7 +588,7 @@ def prepare(args: argparse.Namespace) -> Launch:
     stop_at = None
     if args.bounded:
         stop_at = end_offsets(config, [t.input for t in config.feeds.values()])
-    return Launch(config, create_env(config), args.starting_offsets, stop_at)
+    return Launch(config, create_env(config, app is not None), args.starting_offsets, stop_at)
 
 
 def run(launch: Launch) -> None:

@@ -3,28 +3,39 @@
 #   up | down | status | submit [SAVEPOINT] | savepoint | cancel | jobs
 #   taskmanager-kill | taskmanager-kill-one | taskmanager-start   (fault injection)
 # TASKMANAGERS=N (default 1): how many TaskManagers `up` starts.
-# Config: conf/flink (copied to var/flink/conf with @ROOT@ filled in). Classpath: the wheel's
-# lib/ plus flink-python (from opt/) and the Kafka connector and the project's jar, linked
-# into var/flink/lib. Logs, pids, checkpoints and savepoints live under var/flink.
+# Config: conf/flink (copied to var/flink/conf with its @...@ placeholders filled in).
+# Classpath: the wheel's lib/ plus flink-python (from opt/) and the Kafka connector and the
+# project's jar, linked into var/flink/lib. Logs, pids, checkpoints and savepoints live under
+# var/flink.
+# A second cluster beside the first (the managed Flink application's test): FLINK_VAR_DIR (its
+# folder), FLINK_REST_PORT and FLINK_RPC_PORT (8081, 6123), FLINK_PYTHON (the Python workers'
+# interpreter), FLINK_PROJECT_JARS=0 (only Flink's own jars on the classpath, as on a managed
+# service, where the job brings its connector itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-VAR=$ROOT/var/flink
+VAR=${FLINK_VAR_DIR:-$ROOT/var/flink}
 PY=$ROOT/.venv/bin/python
+WORKER_PY=${FLINK_PYTHON:-$PY}
+REST_PORT=${FLINK_REST_PORT:-8081}
+RPC_PORT=${FLINK_RPC_PORT:-6123}
 FLINK_DIST=$("$PY" -c 'import os, pyflink; print(os.path.dirname(pyflink.__file__))')
 export FLINK_CONF_DIR=$VAR/conf FLINK_LIB_DIR=$VAR/lib FLINK_LOG_DIR=$VAR/log FLINK_PID_DIR=$VAR/pid
-export PYFLINK_CLIENT_EXECUTABLE=$PY
-REST=http://localhost:8081
+export PYFLINK_CLIENT_EXECUTABLE=$WORKER_PY
+REST=http://localhost:$REST_PORT
 
 prepare() {
   mkdir -p "$VAR/conf" "$VAR/lib" "$VAR/log" "$VAR/pid" "$VAR/checkpoints" "$VAR/savepoints"
   for f in conf/flink/*; do
-    sed "s#@ROOT@#$ROOT#g" "$f" > "$VAR/conf/$(basename "$f")"
+    sed -e "s#@ROOT@#$ROOT#g" -e "s#@VAR@#$VAR#g" -e "s#@PYTHON@#$WORKER_PY#g" \
+      -e "s#@RPC_PORT@#$RPC_PORT#g" -e "s#@REST_PORT@#$REST_PORT#g" "$f" > "$VAR/conf/$(basename "$f")"
   done
   rm -f "$VAR/lib"/*.jar
   ln -s "$FLINK_DIST"/lib/*.jar "$VAR/lib/"
   ln -s "$FLINK_DIST"/opt/flink-python-*.jar "$VAR/lib/"
-  ln -s "$ROOT"/build/lib/flink/*.jar "$VAR/lib/"
+  if [[ ${FLINK_PROJECT_JARS:-1} != 0 ]]; then
+    ln -s "$ROOT"/build/lib/flink/*.jar "$VAR/lib/"
+  fi
 }
 
 pid_file() { echo "$VAR/pid/flink-${USER:-}-$1.pid"; }  # named as Flink's scripts name it
@@ -56,7 +67,10 @@ running_tms() {  # TaskManager processes of the pid file that are alive
 }
 
 up() {
-  [[ -d build/lib/flink ]] || { echo "flink: jars missing, run 'make setup'" >&2; exit 2; }
+  [[ -d build/lib/flink || ${FLINK_PROJECT_JARS:-1} == 0 ]] || {
+    echo "flink: jars missing, run 'make setup'" >&2
+    exit 2
+  }
   prepare
   if pid=$(pid_of standalonesession); then
     echo "flink: JobManager already running (pid $pid)"
@@ -108,7 +122,7 @@ down() {
 flink() { "$FLINK_DIST/bin/flink" "$@"; }
 
 submit() {
-  local args=(run -d -py "$ROOT/jobs/dlq_job.py" -pyexec "$PY" -pyclientexec "$PY")
+  local args=(run -d -py "$ROOT/jobs/dlq_job.py" -pyexec "$WORKER_PY" -pyclientexec "$WORKER_PY")
   [[ -n ${1:-} ]] && args+=(-s "$1")
   local out
   # shellcheck disable=SC2086  # JOB_ARGS: the job's own options, word-split on purpose

@@ -233,18 +233,45 @@ def _laid_over(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def with_setting(tree: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """``tree`` with the setting at the dotted ``path`` set to ``value``. The path follows the
+    tree's mappings as far as they go; what is left is one key, so that a setting named with
+    dots (``kafka.source.fetch.max.bytes``, ``flink.conf.rest.port``) lands under its section.
+    A path outside the sections of conf/job.yaml is an error: a typo would pass unseen."""
+    head, _, rest = path.partition(".")
+    if head not in tree:
+        raise ConfigError(f"unknown setting '{path}': conf/job.yaml has no section {head!r}")
+    if rest and not isinstance(tree[head], Mapping):
+        raise ConfigError(f"unknown setting '{path}': '{head}' is not a section")
+    return {**tree, head: _set_in(tree[head], rest, value, path) if rest else value}
+
+
+def _set_in(node: Mapping[str, Any], path: str, value: Any, full: str) -> dict[str, Any]:
+    head, _, rest = path.partition(".")
+    if rest and isinstance(node.get(head), Mapping):
+        return {**node, head: _set_in(node[head], rest, value, full)}
+    if rest and head in node:
+        raise ConfigError(f"unknown setting '{full}': '{head}' is a value, not a section")
+    return {**node, path: value}
+
+
 def load_config(
-    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> JobConfig:
     """Reads the configuration and applies the environment's overrides.
 
     ``conf/job.yaml`` is the one source of defaults: a file given here is laid over it, so it
-    need only hold what it changes.
+    need only hold what it changes. ``settings`` ({dotted path: value}, from a managed
+    service's application properties) are laid over both.
     """
     env = os.environ if environ is None else environ
-    tree = _read(DEFAULT_CONFIG)
+    tree: Mapping[str, Any] = _read(DEFAULT_CONFIG)
     if path and Path(path).resolve() != DEFAULT_CONFIG.resolve():
         tree = _laid_over(tree, _read(Path(path)))
+    for dotted, value in (settings or {}).items():
+        tree = with_setting(tree, dotted, value)
 
     password = env.get("KAFKA_SASL_PASSWORD")
     kafka = KafkaConfig(
