@@ -24,7 +24,8 @@ PYTEST_PARALLEL ?= -n 4 --dist loadgroup
 
 .PHONY: help setup run check test test-faults test-java test-unit lint format kafka-up kafka-down \
         kafka-up-secure kafka-down-secure topics drain savepoint cancel bench bench-ingest \
-        cluster-up cluster-down submit clean lambda-package flink-app-package
+        cluster-up cluster-down submit clean lambda-package flink-app-package \
+        compose-up compose-down compose-test
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -96,7 +97,7 @@ lint: $(VENV_OK) ## ruff (lint and format check), mypy, the import layers (lint-
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/lint-imports
-	.venv/bin/shellcheck scripts/*.sh .ci/run
+	.venv/bin/shellcheck scripts/*.sh .ci/run deploy/docker/*.sh
 
 format: $(VENV_OK) ## Apply ruff's fixes and formatting
 	.venv/bin/ruff check --fix .
@@ -129,6 +130,15 @@ lambda-package: $(VENV_OK) ## The ingest handlers as an AWS Lambda zip (python3.
 
 flink-app-package: setup ## The job as an Amazon Managed Service for Apache Flink zip (FLINK-2_2): build/dist
 	$(PY) deploy/package.py flink-app
+
+compose-up: ## The docker-compose stack on the host network (needs a Docker engine; ports: docker-compose.host.yml)
+	@scripts/docker.sh up
+
+compose-down: ## The stack down: its containers, networks and volumes gone
+	@scripts/docker.sh down
+
+compose-test: setup ## The compose stack's test alone (installs and starts Debian's engine if none runs, stops it after)
+	$(PY) -m pytest -v tests/e2e/test_compose.py $(PYTEST_ARGS)
 
 BENCH_RECORDS ?= 1000000
 BENCH_BAD_SHARE ?= 0.05
