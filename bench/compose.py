@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from bench.harness import free_port
@@ -79,10 +80,13 @@ def first_clean_record(env: dict[str, str]) -> dict[str, float]:
         producer.flush(30)
         conf = {"bootstrap.servers": bootstrap}
         while "first_clean_record" not in moments:
-            if any(True for _ in read_to_end(conf, [rss.clean], "read_committed", 10)):
-                moments["first_clean_record"] = time.monotonic() - start
-            else:
-                time.sleep(0.2)
+            try:
+                if any(True for _ in read_to_end(conf, [rss.clean], "read_committed", 10)):
+                    moments["first_clean_record"] = time.monotonic() - start
+                    break
+            except KafkaException:  # leaders still being elected
+                pass
+            time.sleep(0.2)
         up.wait(600)
         moments["up_returned"] = time.monotonic() - start
     finally:
