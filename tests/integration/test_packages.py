@@ -40,6 +40,7 @@ from jobs.sample import generate
 from kafkaio.admin import ensure_project_topics
 from settings.config import load_config
 from tests.e2e.faults import count, rest, wait_until
+from tests.integration.test_ingest import rss_item
 from tests.kafka_helpers import (
     ROOT,
     dlq_cli,
@@ -118,17 +119,6 @@ def invoke(task: Path, handler: str, event: Any, env: dict[str, str]) -> dict[st
         assert Path(file).is_relative_to(task), f"{file} is not from the package"
     assert not any("site-packages" in p for p in out["path"]), out["path"]
     return out["result"]  # type: ignore[no-any-return]
-
-
-def rss_item(n: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "event_id": f"e-{n}",
-        "source": "lambda-test",
-        "title": f"title {n}",
-        "link": f"https://news.example/{n}",
-        "published_at": "2026-12-07T18:05:00Z",
-        **extra,
-    }
 
 
 def pm_item(n: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from cfnlint.api import lint_file
 
-from settings.application import read_application_properties
+from settings.application import KAFKA_VARIABLES, read_application_properties
 from settings.config import ConfigError, load_config, with_setting
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,14 +58,7 @@ def test_the_flink_app_template_names_the_packages_run_options() -> None:
     }
     assert groups["kinesis.analytics.flink.run.options"] == package_module().RUN_OPTIONS
     assert app["RuntimeEnvironment"] == "FLINK-2_2"
-    assert set(groups["marketlag.kafka"]) <= {
-        "KAFKA_BOOTSTRAP_SERVERS",
-        "KAFKA_SECURITY_PROTOCOL",
-        "KAFKA_SASL_MECHANISM",
-        "KAFKA_SASL_USERNAME",
-        "KAFKA_SASL_PASSWORD",
-        "KAFKA_SSL_CA_LOCATION",
-    }
+    assert set(groups["marketlag.kafka"]) <= KAFKA_VARIABLES
 
 
 def test_the_lambda_template_runs_the_packaged_handlers_on_python_3_11() -> None:
