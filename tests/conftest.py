@@ -94,6 +94,16 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         return (yield)
 
 
+# Modules whose fixtures take minutes before their first assertion (a Docker engine and image;
+# package builds and a runtime venv): scheduled first, so that this runs beside the rest instead
+# of after it.
+SLOW_SETUP = ("test_compose.py", "test_packages.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in SLOW_SETUP)  # stable: the rest in order
+
+
 @pytest.hookimpl(trylast=True)  # after xdist has read them
 def pytest_collection_finish(session: pytest.Session) -> None:
     """A pytest or xdist that loses the groups fails the run, instead of scattering a

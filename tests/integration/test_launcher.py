@@ -60,6 +60,10 @@ class Launcher:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Ctrl-C's SIGINT acts as in a terminal, whatever this process inherited: a run
+            # started in the background (nohup, `&` in a script) ignores SIGINT, and Python
+            # then leaves it ignored in the launcher too (a clean-clone run failed so).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.job = self._job_pid()
 
