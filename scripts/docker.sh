@@ -9,8 +9,8 @@
 #                 answers, made with debootstrap (--variant=minbase bookworm) and imported
 #   build         the image marketlag-dlq:0.1.0 from ./Dockerfile (the legacy builder, host
 #                 network), versions from versions.env, the host's extra CA certificates trusted
-#   compose ARGS  docker-compose with docker-compose.yml and docker-compose.host.yml
-#                 (COMPOSE_KAFKA_PORT, COMPOSE_FLINK_REST_PORT, ...: see that file)
+#   compose ARGS  Compose (v2 if the client has it, else v1; COMPOSE=v1|v2 chooses) with
+#                 docker-compose.yml and docker-compose.host.yml (COMPOSE_KAFKA_PORT, ...)
 #   up | down     the stack up (built first), or down with its containers, networks and volumes
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -122,12 +122,20 @@ build() {
     --format '{{.Size}}' | awk '{printf "%.0f MB", $1 / 1e6}'))"
 }
 
+# Compose v2 (`docker compose`) where the client has it, else v1 (`docker-compose`, Debian's
+# 1.29); COMPOSE=v1 or COMPOSE=v2 picks one.
 compose() {
-  if command -v docker-compose >/dev/null; then
-    docker-compose -f docker-compose.yml -f docker-compose.host.yml "$@"
-  else
-    "$DOCKER" compose -f docker-compose.yml -f docker-compose.host.yml "$@"
-  fi
+  local files=(-f docker-compose.yml -f docker-compose.host.yml)
+  case ${COMPOSE:-} in
+    v1) docker-compose "${files[@]}" "$@" ;;
+    v2) "$DOCKER" compose "${files[@]}" "$@" ;;
+    *)
+      if "$DOCKER" compose version >/dev/null 2>&1; then
+        "$DOCKER" compose "${files[@]}" "$@"
+      else
+        docker-compose "${files[@]}" "$@"
+      fi ;;
+  esac
 }
 
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
