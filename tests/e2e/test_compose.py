@@ -28,7 +28,14 @@ import pytest
 from bench.harness import free_port
 from jobs.sample import generate
 from settings.config import load_config
-from tests.e2e.faults import count, failover_count, rest, wait_open_transaction, wait_until
+from tests.e2e.faults import (
+    count,
+    failover_count,
+    rest,
+    wait_open_transaction,
+    wait_running,
+    wait_until,
+)
 from tests.kafka_helpers import ROOT, produce, read_all
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink, pytest.mark.xdist_group("compose")]
@@ -146,6 +153,9 @@ def test_the_compose_stack_keeps_every_record_exactly_once_through_kill_and_save
     stack.compose("start", "taskmanager")
     wait_until("the job's failover", lambda: failover_count(stack.rest, job) > failovers)
     all_there(stack, sent)
+    # Every task running again and a checkpoint completed since: a stop with a savepoint
+    # needs all of them (a CI run triggered it while one was still being deployed).
+    wait_running(stack.rest, job, checkpoints_after=wait_running(stack.rest, job))
 
     # Stop with a savepoint through the tools service, submit again from it through submit.
     out = stack.compose(
