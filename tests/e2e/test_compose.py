@@ -173,7 +173,8 @@ def test_the_compose_stack_keeps_every_record_exactly_once_through_kill_and_save
     events["savepoint and resume"] += 1
     result, committed = all_there(stack, sent)
     assert result.inputs == 3 * 2 * BATCH
-    assert result.raw_duplicated > 0, "the kill hit open transactions: their records twice"
+    # Not asserted: whether the killed transactions' records show twice read_uncommitted. A
+    # checkpoint may commit between seeing them open and the kill landing (a CI run: 0).
 
     stats = json.loads(stack.compose("run", "--rm", "tools", "dlq", "stats", "--json"))
     config = load_config()
