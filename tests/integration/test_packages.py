@@ -75,10 +75,10 @@ def unpacked(zip_path: Path, folder: Path) -> Path:
     folder.mkdir()
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(folder)
-    for info in zipfile.ZipFile(zip_path).infolist():  # extractall drops the modes
-        mode = (info.external_attr >> 16) & 0o777
-        if mode:
-            (folder / info.filename).chmod(mode)
+        for info in zf.infolist():  # extractall drops the modes
+            mode = (info.external_attr >> 16) & 0o777
+            if mode:
+                (folder / info.filename).chmod(mode)
     return folder
 
 
