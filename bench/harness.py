@@ -131,6 +131,7 @@ def flink_lock() -> Iterator[None]:
     tickets.mkdir(parents=True, exist_ok=True)
     ticket = _take_ticket(tickets)
     name = Path(ticket.name).name
+    asked = got = time.monotonic()
     try:
         while earlier := [t for t in os.listdir(tickets) if t[0] != "." and t < name]:
             for other in earlier:  # an owner that died leaves its ticket unlocked
@@ -142,11 +143,33 @@ def flink_lock() -> Iterator[None]:
                     (tickets / other).unlink(missing_ok=True)
             time.sleep(0.2)
         _held = 1
+        got = time.monotonic()
         yield
     finally:
         _held = 0
+        _log_hold(tickets, waited=got - asked, held=time.monotonic() - got)
         (tickets / name).unlink(missing_ok=True)
         ticket.close()
+
+
+SLOT_LOG = ".held"  # in the tickets folder: one line per hold, "held waited who"
+
+
+def _log_hold(tickets: Path, waited: float, held: float) -> None:
+    """Notes who held the slot and for how long (appended whole in one write), so that a
+    run can say which jobs its wall time went to (:func:`slot_holds`)."""
+    who = os.environ.get("PYTEST_CURRENT_TEST", " ".join(sys.argv[:2])).replace("\n", " ")
+    with open(tickets / SLOT_LOG, "a") as log:
+        log.write(f"{held:.1f} {waited:.1f} {who}\n")
+
+
+def slot_holds(folder: Path) -> list[tuple[float, float, str]]:
+    """(held, waited, who) of each hold of the slot in ``folder`` so far."""
+    try:
+        lines = (folder / SLOT_LOG).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [(float(h), float(w), who) for h, w, who in (line.split(" ", 2) for line in lines)]
 
 
 def _take_ticket(tickets: Path) -> Any:

@@ -24,11 +24,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
 
-from bench.harness import FLINK_LOCK_ENV, flink_lock, free_port, port_free
+from bench.harness import FLINK_LOCK_ENV, SLOT_LOG, flink_lock, free_port, port_free, slot_holds
 from tests.kafka_helpers import ROOT
 
 # No test may depend on how fast this machine is at the moment: Hypothesis's default deadline
@@ -80,6 +81,27 @@ def pytest_configure(config: pytest.Config) -> None:
         # Workers run side by side, and two Flink jobs at once would fight over two cores:
         # every Flink job of the run holds the one slot (bench.harness.flink_lock).
         os.environ.setdefault(FLINK_LOCK_ENV, str(ROOT / "var" / "flink-slot"))
+        (Path(os.environ[FLINK_LOCK_ENV]) / SLOT_LOG).unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Which tests held the Flink slot, and for how long: with the jobs one after another,
+    their sum is the least wall time the run can take, and where to shorten it."""
+    folder = os.environ.get(FLINK_LOCK_ENV)
+    if hasattr(config, "workerinput") or not folder:
+        return
+    by_test: dict[str, list[float]] = {}
+    for held, waited, who in slot_holds(Path(folder)):
+        entry = by_test.setdefault(who.rsplit(" (", 1)[0], [0.0, 0.0, 0])
+        entry[0] += held
+        entry[1] += waited
+        entry[2] += 1
+    if not by_test:
+        return
+    total = sum(e[0] for e in by_test.values())
+    terminalreporter.write_sep("=", f"Flink slot held {total:.0f} s in all")
+    for who, (held, waited, times) in sorted(by_test.items(), key=lambda kv: -kv[1][0]):
+        terminalreporter.write_line(f"{held:8.1f}s held {waited:8.1f}s waited {times:3d}x  {who}")
 
 
 @pytest.hookimpl(wrapper=True)
