@@ -20,6 +20,7 @@ import orjson
 
 from udfs.envelope import build_envelope, encode
 from udfs.errors import Category, DeserializationError, TransientError, ValidationError
+from udfs.fast import FAST
 from udfs.record import Headers, SourceRecord
 from udfs.records import VALIDATORS, Record, parse_object
 
@@ -116,6 +117,7 @@ class FeedProcessor:
     ) -> None:
         self.feed = feed
         self.validate = VALIDATORS[feed]
+        self.fast = FAST[feed]
         self.job_name = job_name
         self.operator = operator
         self.retry = retry
@@ -158,14 +160,14 @@ class FeedProcessor:
         caller, which may first have to decode the record's headers). ``now`` is the time
         the rules compare timestamps with."""
         attempts = 1
+        lineage = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         try:
-            obj = parse_object(record.value)
-            lineage = {
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-            }
-            clean = self.validate(obj, lineage, now)
+            clean = self.fast(record.value, lineage, now) if record.value else None
+        except Exception:  # not sure after all: the full rules decide
+            clean = None
+        try:
+            if clean is None:
+                clean = self.validate(parse_object(record.value), lineage, now)
             while self.enrich is not None:
                 try:
                     clean = self.enrich(clean)
