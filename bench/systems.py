@@ -167,7 +167,8 @@ def loop(
 
 
 def udfs_only(config: JobConfig) -> dict[str, Any]:
-    """The same processing over the records held in memory (reading them is not timed)."""
+    """The same processing over the records held in memory (reading them is not timed), a batch
+    of the job's size at a time through ``FeedProcessor.outcomes``, as the job and the loop."""
     batches = {
         f: list(read_to_end(config.kafka.librdkafka(), [config.feeds[f].input])) for f in FEEDS
     }
@@ -177,15 +178,19 @@ def udfs_only(config: JobConfig) -> dict[str, Any]:
     }
     n = 0
     start = time.monotonic()
-    for f, msgs in batches.items():
-        proc = processors[f]
-        for m in msgs:
-            proc.process(
-                SourceRecord(
-                    m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, tuple(m.headers)
+    size = config.batch.max_records
+    for f, msgs in batches.items():  # in the job's batches, through its batch path
+        for i in range(0, len(msgs), size):
+            records = (
+                (
+                    SourceRecord(
+                        m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, m.headers
+                    ),
+                    None,
                 )
+                for m in msgs[i : i + size]
             )
-            n += 1
+            n += sum(1 for _ in processors[f].outcomes(records))
     return {"records": n, "seconds": time.monotonic() - start}
 
 
