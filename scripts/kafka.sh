@@ -117,6 +117,16 @@ up() {
     echo "kafka: already running (pid $(cat "$PID_FILE")) on 127.0.0.1:$PORT"
     return
   fi
+  # Another process on our ports (a broker of another checkout, say) would answer the
+  # readiness check below in this broker's place while this one fails to bind.
+  local port
+  for port in "$PORT" "$CONTROLLER_PORT"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "kafka: 127.0.0.1:$port is taken by another process (a broker of another" \
+        "checkout? its 'make kafka-down'); not starting one here" >&2
+      exit 1
+    fi
+  done
   mkdir -p "$VAR_DIR/data" "$VAR_DIR/logs"
   if ((SECURE)); then secrets; fi
   render
