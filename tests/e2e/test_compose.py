@@ -126,6 +126,7 @@ def all_there(stack: Stack, sent: dict[tuple[str, int, int], bytes | None]) -> A
     committed = read_all(stack.bootstrap, outputs())
     result = count(sent, committed, read_all(stack.bootstrap, outputs(), "read_uncommitted"))
     assert not result.lost and result.duplicated == 0 and result.committed == len(sent), result
+    assert not result.out_of_order, result.out_of_order[:3]  # order per key kept
     return result, committed
 
 

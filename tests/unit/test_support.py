@@ -9,6 +9,7 @@ import traceback
 import zipfile
 from pathlib import Path
 
+import orjson
 import pytest
 
 from jobs.dlq_job import java_client_properties
@@ -304,3 +305,21 @@ def test_a_config_file_need_only_hold_what_it_changes(tmp_path: Path) -> None:
     assert mine.retry.backoff_ms == shipped.retry.backoff_ms
     assert mine.sink_properties == {**shipped.sink_properties, "acks": "all"}
     assert mine.feeds == shipped.feeds and mine.ingest == shipped.ingest
+
+
+def test_the_order_checker_finds_a_key_out_of_its_input_order() -> None:
+    from tests.e2e.faults import out_of_order
+
+    def clean(partition: int, offset: int, key: bytes | None, src_offset: int) -> SourceRecord:
+        value = orjson.dumps({"_source": {"topic": "in", "partition": 0, "offset": src_offset}})
+        return SourceRecord("clean", partition, offset, None, key, value, ())
+
+    envelope = SourceRecord("clean", 0, 9, None, b"a", orjson.dumps({"source": {}}), ())
+    in_order = [clean(0, 0, b"a", 1), clean(0, 1, b"b", 0), clean(0, 2, b"a", 5), envelope]
+    assert out_of_order(in_order) == []
+    assert out_of_order([clean(1, 0, None, 5), clean(1, 1, None, 1)]) == []  # no key: no order
+    swapped = [clean(0, 0, b"a", 5), clean(0, 1, b"b", 0), clean(0, 2, b"a", 1)]
+    assert out_of_order(list(reversed(swapped))) == [
+        "clean[0]@2: key b'a' from in[0] offset 1 after 5"
+    ]
+    assert len(out_of_order([clean(0, 0, b"a", 1), clean(0, 1, b"a", 1)])) == 1  # twice
