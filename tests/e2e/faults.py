@@ -304,11 +304,15 @@ def count(
     """Counts each input's outputs; every envelope's payload must equal its input's bytes."""
     seen: Counter[tuple[str, int, int]] = Counter()
     categories: Counter[str] = Counter()
+    clean: list[tuple[Message, dict[str, Any]]] = []
     for m in committed:
         body = orjson.loads(m.value or b"")
-        pos = source_position(m.value)
+        src = body.get("_source") or body["source"]
+        pos = (src["topic"], src["partition"], src["offset"])
         seen[pos] += 1
-        if "_source" not in body:
+        if "_source" in body:
+            clean.append((m, src))
+        else:
             categories[body["error"]["category"]] += 1
             assert unb64(body["payload_b64"]) == sent[pos], f"envelope bytes differ at {pos}"
     raw_seen = Counter(source_position(m.value) for m in uncommitted)
@@ -319,23 +323,20 @@ def count(
         duplicated=sum(n - 1 for n in seen.values() if n > 1),
         categories=categories,
         raw_duplicated=sum(n - 1 for n in raw_seen.values() if n > 1),
-        out_of_order=out_of_order(committed),
+        out_of_order=out_of_order(clean),
     )
 
 
-def out_of_order(committed: Iterable[Message]) -> list[str]:
+def out_of_order(clean: Iterable[tuple[Message, dict[str, Any]]]) -> list[str]:
     """The clean records that break order per key: in its clean topic, each key's records
     from one input partition must follow one another in input-offset order (the job keeps one
-    input partition in one subtask, retries in place and writes a key to one partition). Each
-    break as a line; none when the order holds. Envelopes and records without a key are not
-    checked."""
+    input partition in one subtask, retries in place and writes a key to one partition).
+    ``clean``: each clean record with its ``_source``. Each break as a line; none when the
+    order holds. Records without a key are not checked."""
     last: dict[tuple[str, str, int, bytes], int] = {}
     breaks = []
-    for m in sorted(committed, key=lambda m: (m.topic, m.partition, m.offset)):
+    for m, src in sorted(clean, key=lambda c: (c[0].topic, c[0].partition, c[0].offset)):
         if m.key is None:
-            continue
-        src = orjson.loads(m.value or b"").get("_source")
-        if src is None:  # an envelope
             continue
         group = (m.topic, src["topic"], src["partition"], m.key)
         before = last.get(group, -1)

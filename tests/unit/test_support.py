@@ -8,8 +8,8 @@ import tomllib
 import traceback
 import zipfile
 from pathlib import Path
+from typing import Any
 
-import orjson
 import pytest
 
 from jobs.dlq_job import java_client_properties
@@ -310,12 +310,11 @@ def test_a_config_file_need_only_hold_what_it_changes(tmp_path: Path) -> None:
 def test_the_order_checker_finds_a_key_out_of_its_input_order() -> None:
     from tests.e2e.faults import out_of_order
 
-    def clean(partition: int, offset: int, key: bytes | None, src_offset: int) -> SourceRecord:
-        value = orjson.dumps({"_source": {"topic": "in", "partition": 0, "offset": src_offset}})
-        return SourceRecord("clean", partition, offset, None, key, value, ())
+    def clean(partition: int, offset: int, key: bytes | None, src_offset: int) -> Any:
+        src = {"topic": "in", "partition": 0, "offset": src_offset}
+        return SourceRecord("clean", partition, offset, None, key, b"", ()), src
 
-    envelope = SourceRecord("clean", 0, 9, None, b"a", orjson.dumps({"source": {}}), ())
-    in_order = [clean(0, 0, b"a", 1), clean(0, 1, b"b", 0), clean(0, 2, b"a", 5), envelope]
+    in_order = [clean(0, 0, b"a", 1), clean(0, 1, b"b", 0), clean(0, 2, b"a", 5)]
     assert out_of_order(in_order) == []
     assert out_of_order([clean(1, 0, None, 5), clean(1, 1, None, 1)]) == []  # no key: no order
     swapped = [clean(0, 0, b"a", 5), clean(0, 1, b"b", 0), clean(0, 2, b"a", 1)]
