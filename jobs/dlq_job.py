@@ -57,6 +57,8 @@ from pyflink.datastream.connectors.kafka import (
 from pyflink.java_gateway import get_gateway
 
 from bridge.frames import process_batch
+from jobs.class_data import Archive, archive_for
+from jobs.class_data import write as write_archive
 from kafkaio.scan import watermarks
 from settings.application import read_application_properties
 from settings.config import (
@@ -392,15 +394,18 @@ def python_worker_processes(config: JobConfig) -> None:
         os.environ.setdefault("_python_worker_execution_mode", "process")
 
 
-def mini_cluster_jvm_options(config: JobConfig) -> None:
-    """Passes ``flink.local_jvm_options`` to the JVM of the embedded mini-cluster.
+def mini_cluster_jvm_options(config: JobConfig, writes_archive: bool = False) -> Archive | None:
+    """Passes ``flink.local_jvm_options`` to the JVM of the embedded mini-cluster, with its
+    class-data archive (:mod:`jobs.class_data`): the one there is, or, when
+    ``writes_archive``, one for the JVM to write at its exit (returned, for
+    :func:`jobs.class_data.write`).
 
     PyFlink starts that JVM with the options in ``JVM_ARGS``; the ones already there (the
     user's) come last and so win, and a garbage collector chosen there replaces ours (the JVM
     refuses two). Under `flink run` the cluster's own configuration sets its JVMs' options.
     """
-    if submitted_to_cluster() or not config.local_jvm_options:
-        return
+    if submitted_to_cluster():
+        return None
     theirs = os.environ.get("JVM_ARGS", "").split()
 
     def picks_gc(option: str) -> bool:
@@ -408,24 +413,32 @@ def mini_cluster_jvm_options(config: JobConfig) -> None:
 
     they_pick_gc = any(picks_gc(o) for o in theirs)
     ours = [o for o in config.local_jvm_options if not (they_pick_gc and picks_gc(o))]
-    os.environ["JVM_ARGS"] = " ".join([*ours, *theirs])
+    options = [*ours, *theirs]
+    archive = None
+    if config.class_data_dir is not None:
+        archive = archive_for(config.class_data_dir, options, writes_archive)
+    os.environ["JVM_ARGS"] = " ".join([*options, *(archive.options if archive else [])])
+    return archive
 
 
-def create_env(config: JobConfig, managed: bool = False) -> StreamExecutionEnvironment:
+def create_env(
+    config: JobConfig, managed: bool = False, writes_archive: bool = False
+) -> tuple[StreamExecutionEnvironment, Archive | None]:
     """The execution environment with the job's parallelism and checkpointing; managed, the
-    service's own (see :func:`managed_env`)."""
+    service's own (see :func:`managed_env`). With it, the class-data archive its JVM writes
+    at exit, if it writes one (``writes_archive`` and none there yet)."""
     if managed:
-        return managed_env(config)
+        return managed_env(config), None
     export_pythonpath()
     python_worker_processes(config)
-    mini_cluster_jvm_options(config)
+    archive = mini_cluster_jvm_options(config, writes_archive)
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(config))
     env.set_parallelism(config.parallelism)
     env.enable_checkpointing(config.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
     checkpoints = env.get_checkpoint_config()
     checkpoints.set_checkpoint_timeout(config.checkpoint_timeout_ms)
     checkpoints.set_max_concurrent_checkpoints(1)
-    return env
+    return env, archive
 
 
 def managed_env(config: JobConfig) -> StreamExecutionEnvironment:
@@ -557,6 +570,8 @@ class Launch:
     env: StreamExecutionEnvironment
     offsets: str
     stop_at: dict[tuple[str, int], int] | None
+    # the class-data archive the job's JVM writes when the job ends (a first bounded run)
+    archive: Archive | None = None
 
 
 def prepare(args: argparse.Namespace) -> Launch:
@@ -588,7 +603,8 @@ def prepare(args: argparse.Namespace) -> Launch:
     stop_at = None
     if args.bounded:
         stop_at = end_offsets(config, [t.input for t in config.feeds.values()])
-    return Launch(config, create_env(config, app is not None), args.starting_offsets, stop_at)
+    env, archive = create_env(config, app is not None, writes_archive=args.bounded)
+    return Launch(config, env, args.starting_offsets, stop_at, archive)
 
 
 def run(launch: Launch) -> None:
@@ -596,6 +612,8 @@ def run(launch: Launch) -> None:
     launch.env.execute(launch.config.name)
     if launch.stop_at is not None:
         commit_offsets(launch.config, launch.stop_at)
+    if launch.archive is not None:
+        write_archive(launch.archive)
 
 
 def launched(argv: Sequence[str] | None) -> Launch:

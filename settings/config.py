@@ -127,6 +127,9 @@ class JobConfig:
     sink_properties: Mapping[str, str]
     # JVM options of the embedded mini-cluster only (flink.local_jvm_options).
     local_jvm_options: tuple[str, ...]
+    # Where the embedded mini-cluster's JVM keeps its class-data archive (flink.class_data_dir;
+    # None: no archive).
+    class_data_dir: Path | None
     ingest: IngestConfig
     # retention.ms of the DLQ topics and the parking lot that `dlq topics` creates
     # (-1: never deleted by time or size).
@@ -333,6 +336,11 @@ def load_config(
         source_properties=_properties(tree, "kafka.source"),
         sink_properties=_properties(tree, "kafka.sink"),
         local_jvm_options=_jvm_options(tree, "flink.local_jvm_options"),
+        class_data_dir=(
+            ROOT / str(_get(tree, "flink.class_data_dir"))
+            if _get(tree, "flink.class_data_dir")
+            else None
+        ),
         ingest=IngestConfig(
             spool=env.get("MARKETLAG_SPOOL") or str(_get(tree, "ingest.spool")),
             delivery_timeout_ms=_int(tree, "ingest.delivery_timeout_ms", 1),

@@ -60,7 +60,7 @@ def test_failures_per_hour_query_counts_the_dlq(bootstrap: str, tmp_path: Path) 
 
     from jobs.dlq_job import create_env
 
-    env = create_env(config.with_overrides(parallelism=1))
+    env, _ = create_env(config.with_overrides(parallelism=1))
     tenv = StreamTableEnvironment.create(env, EnvironmentSettings.in_batch_mode())
     tenv.get_config().set("table.local-time-zone", "UTC")
     for stmt in statements(render(SQL_DIR / "topics.sql", config)):

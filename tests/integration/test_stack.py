@@ -26,7 +26,7 @@ from tests.frames_codec import decode_source, encode_sink
 
 config = load_config().with_bootstrap_servers(sys.argv[1]).with_overrides(
     checkpoint_interval_ms=1000, parallelism=2)
-env = create_env(config)
+env, _ = create_env(config)
 stop_at = end_offsets(config, [sys.argv[2]])
 src = env.from_source(kafka_source(config, sys.argv[2], "earliest", stop_at),
                       WatermarkStrategy.no_watermarks(), "source", type_info=FRAME)

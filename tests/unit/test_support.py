@@ -265,7 +265,7 @@ def test_mini_cluster_jvm_options_reach_jvm_args(
 ) -> None:
     from jobs.dlq_job import mini_cluster_jvm_options
 
-    config = load_config(None, {})
+    config = load_config(None, {}).with_overrides(class_data_dir=None)
     assert " ".join(config.local_jvm_options) == (f"{SHIPPED_JVM} -XX:+UseSerialGC {SHIPPED_SIZES}")
     monkeypatch.delenv("PYFLINK_GATEWAY_PORT", raising=False)
     if theirs is None:
@@ -322,3 +322,44 @@ def test_the_order_checker_finds_a_key_out_of_its_input_order() -> None:
         "clean[0]@2: key b'a' from in[0] offset 1 after 5"
     ]
     assert len(out_of_order([clean(0, 0, b"a", 1), clean(0, 1, b"a", 1)])) == 1  # twice
+
+
+def test_class_data_archive_is_written_once_then_used_and_left_to_the_users_choice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs.class_data import archive_for
+
+    options = ["-XX:+UseSerialGC", "-Xmx768m"]
+    assert archive_for(tmp_path, options, writes=False) is None  # none yet, and not writing
+    first = archive_for(tmp_path, options, writes=True)
+    assert first is not None and first.part is not None
+    assert first.options[0] == f"-XX:ArchiveClassesAtExit={first.part}"
+    first.part.write_bytes(b"archive")
+    first.part.replace(first.path)
+    then = archive_for(tmp_path, options, writes=True)
+    assert then is not None and then.options == [f"-XX:SharedArchiveFile={first.path}"]
+    # another JVM option, another JVM binary: another archive (the JVM refuses a foreign one)
+    assert archive_for(tmp_path, [*options, "-Xmx1g"], writes=False) is None
+    java = tmp_path / "java"
+    java.write_bytes(b"")
+    monkeypatch.setattr("jobs.class_data.java_executable", lambda: java)
+    assert archive_for(tmp_path, options, writes=False) is None
+    # the user's own class-data choice in JVM_ARGS wins
+    assert archive_for(tmp_path, [*options, "-Xshare:off"], writes=True) is None
+
+
+def test_class_data_folder_keeps_the_newest_archives_and_the_parts_being_written(
+    tmp_path: Path,
+) -> None:
+    from jobs.class_data import KEEP, tidy
+
+    archives = [tmp_path / f"flink-{i:016x}.jsa" for i in range(KEEP + 2)]
+    for age, path in enumerate(reversed(archives)):
+        path.write_bytes(b"a")
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))
+    writing = tmp_path / f"flink-0.jsa.part-{os.getpid()}"
+    dead = tmp_path / "flink-1.jsa.part-999999999"
+    writing.write_bytes(b"p")
+    dead.write_bytes(b"p")
+    tidy(tmp_path)
+    assert sorted(tmp_path.iterdir()) == sorted([*archives[:KEEP], writing])

@@ -1,0 +1,145 @@
+"""Class-data sharing for the JVM of the embedded mini-cluster: a job starts seconds sooner.
+
+Most of a short job's start-up is the JVM loading and verifying some 18,000 classes of Flink,
+Pekko, Beam and Kafka. A run without an archive asks the JVM to write the classes it loaded
+to a dynamic CDS archive when it exits (``-XX:ArchiveClassesAtExit``); every later run maps
+that archive instead of loading the classes one by one (``-XX:SharedArchiveFile``: a bounded
+job of a few records here 13.6 -> 10.1 s from launch to exit). The archive belongs to one JVM
+binary, one set of JVM options and one set of Flink jars (the JVM refuses any other), so its
+name is a digest of all three and a change of any makes a new one.
+
+Only a run that ends on its own writes one (``--bounded``): the JVM writes it on a normal
+exit, which here takes some seconds once, and the launcher waits for it, then renames it into
+place. A run stopped by a signal leaves none, and ``-Xshare:auto`` (the JVM's default) runs
+on without an archive that is missing or unusable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyflink
+
+# The user's own JVM_ARGS decide about class-data sharing if they name any of these.
+USER_CHOICE = ("-Xshare", "SharedArchiveFile", "ArchiveClassesAtExit", "AutoCreateSharedArchive")
+# Archives kept, the newest first (each ~120 MB).
+KEEP = 3
+# How long the launcher waits for the JVM to write a new archive after the job (~10 s here).
+WRITE_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Archive:
+    """Where this JVM's archive lives (``path``) and, while it is written, its part file."""
+
+    path: Path
+    part: Path | None  # set when this run writes the archive at its exit
+
+    @property
+    def options(self) -> list[str]:
+        if self.part is None:
+            return [f"-XX:SharedArchiveFile={self.path}"]
+        # Thousands of "Skipping ...: Not linked" warnings while writing are no news.
+        return [f"-XX:ArchiveClassesAtExit={self.part}", "-Xlog:cds*=error"]
+
+
+def java_executable() -> Path | None:
+    """The ``java`` PyFlink starts: JAVA_HOME's, else the first on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    return Path(found).resolve() if found and Path(found).exists() else None
+
+
+def digest(java: Path, jvm_options: list[str]) -> str:
+    """What the archive depends on: the JVM binary, its options and Flink's jars."""
+    h = hashlib.sha256()
+    lib = Path(pyflink.__file__).parent / "lib"
+    for path in [java, *sorted(lib.glob("*.jar"))]:
+        st = path.stat()
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    h.update("\0".join(jvm_options).encode())
+    return h.hexdigest()[:16]
+
+
+def archive_for(folder: Path, jvm_options: list[str], writes: bool) -> Archive | None:
+    """The archive to use, or to write at exit when ``writes`` and there is none yet; None
+    when the user chose for themselves or there is nothing to use or write."""
+    java = java_executable()
+    if java is None or any(u in o for o in jvm_options for u in USER_CHOICE):
+        return None
+    path = folder / f"flink-{digest(java, jvm_options)}.jsa"
+    if path.exists():
+        return Archive(path, None)
+    if not writes:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return Archive(path, path.with_name(f"{path.name}.part-{os.getpid()}"))
+
+
+def _gateway_pid() -> int | None:
+    """The PyFlink gateway JVM: this process's child running PythonGatewayServer."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (proc / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == os.getpid() and b"PythonGatewayServer" in (proc / "cmdline").read_bytes():
+                return int(proc.name)
+    return None
+
+
+def write(archive: Archive) -> bool:
+    """Ends the gateway JVM the normal way, so that it writes the archive, waits for it and
+    moves the archive into place; archives of other digests and parts of dead runs go.
+    True when the archive is in place."""
+    if archive.part is None:
+        return False
+    pid = _gateway_pid()
+    if pid is None:
+        return False
+    from pyflink.java_gateway import get_gateway
+
+    # The JVM goes on purpose: py4j would log the call's lost answer and, as this process
+    # exits, a refused connection for each Java object it cleans up. The job has nothing more
+    # to log.
+    logging.disable(logging.CRITICAL)
+    with contextlib.suppress(Exception):  # the call never returns: the JVM is gone
+        get_gateway().jvm.java.lang.System.exit(0)
+    deadline = time.monotonic() + WRITE_TIMEOUT_S
+    status = None
+    while time.monotonic() < deadline:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by subprocess already: gone
+            break
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        return False
+    if status not in (None, 0) or not archive.part.exists() or archive.part.stat().st_size == 0:
+        archive.part.unlink(missing_ok=True)
+        return False
+    os.replace(archive.part, archive.path)
+    tidy(archive.path.parent)
+    return True
+
+
+def tidy(folder: Path) -> None:
+    """Keeps the ``KEEP`` newest archives (runs with other JVM options use theirs) and drops
+    the parts of runs that died writing one."""
+    archives = sorted(folder.glob("flink-*.jsa"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in archives[KEEP:]:
+        old.unlink(missing_ok=True)
+    for part in folder.glob("flink-*.jsa.part-*"):
+        pid = part.name.rpartition("-")[2]
+        if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+            part.unlink(missing_ok=True)
