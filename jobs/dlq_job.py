@@ -24,10 +24,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import importlib
 import os
 import signal
 import site
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,8 +59,8 @@ from pyflink.datastream.connectors.kafka import (
 from pyflink.java_gateway import get_gateway
 
 from bridge.frames import process_batch
-from jobs.class_data import Archive, archive_for
-from jobs.class_data import write as write_archive
+from jobs import jvm
+from jobs.jvm import Archive, archive_for
 from kafkaio.scan import watermarks
 from settings.application import read_application_properties
 from settings.config import (
@@ -396,9 +398,9 @@ def python_worker_processes(config: JobConfig) -> None:
 
 def mini_cluster_jvm_options(config: JobConfig, writes_archive: bool = False) -> Archive | None:
     """Passes ``flink.local_jvm_options`` to the JVM of the embedded mini-cluster, with its
-    class-data archive (:mod:`jobs.class_data`): the one there is, or, when
+    class-data archive (:mod:`jobs.jvm`): the one there is, or, when
     ``writes_archive``, one for the JVM to write at its exit (returned, for
-    :func:`jobs.class_data.write`).
+    :func:`jobs.jvm.end`).
 
     PyFlink starts that JVM with the options in ``JVM_ARGS``; the ones already there (the
     user's) come last and so win, and a garbage collector chosen there replaces ours (the JVM
@@ -572,6 +574,8 @@ class Launch:
     stop_at: dict[tuple[str, int], int] | None
     # the class-data archive the job's JVM writes when the job ends (a first bounded run)
     archive: Archive | None = None
+    # the job's JVM is this process's own (the embedded mini-cluster): end it with the job
+    ends_jvm: bool = False
 
 
 def prepare(args: argparse.Namespace) -> Launch:
@@ -604,7 +608,8 @@ def prepare(args: argparse.Namespace) -> Launch:
     if args.bounded:
         stop_at = end_offsets(config, [t.input for t in config.feeds.values()])
     env, archive = create_env(config, app is not None, writes_archive=args.bounded)
-    return Launch(config, env, args.starting_offsets, stop_at, archive)
+    ends_jvm = app is None and not submitted_to_cluster()
+    return Launch(config, env, args.starting_offsets, stop_at, archive, ends_jvm)
 
 
 def run(launch: Launch) -> None:
@@ -612,8 +617,8 @@ def run(launch: Launch) -> None:
     launch.env.execute(launch.config.name)
     if launch.stop_at is not None:
         commit_offsets(launch.config, launch.stop_at)
-    if launch.archive is not None:
-        write_archive(launch.archive)
+    if launch.ends_jvm:
+        jvm.end(launch.archive)
 
 
 def launched(argv: Sequence[str] | None) -> Launch:
@@ -628,6 +633,9 @@ def launched(argv: Sequence[str] | None) -> Launch:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Building the graph imports PyFlink's Python runtime (Apache Beam, pandas: over a second
+    # here); imported meanwhile, it overlaps the broker checks and the JVM's start.
+    threading.Thread(target=importlib.import_module, args=("pyflink.fn_execution",)).start()
     launch = launched(argv)
     build(launch.env, launch.config, offsets=launch.offsets, stop_at=launch.stop_at)
     run(launch)

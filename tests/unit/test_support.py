@@ -327,7 +327,7 @@ def test_the_order_checker_finds_a_key_out_of_its_input_order() -> None:
 def test_class_data_archive_is_written_once_then_used_and_left_to_the_users_choice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobs.class_data import archive_for
+    from jobs.jvm import archive_for
 
     options = ["-XX:+UseSerialGC", "-Xmx768m"]
     assert archive_for(tmp_path, options, writes=False) is None  # none yet, and not writing
@@ -342,7 +342,7 @@ def test_class_data_archive_is_written_once_then_used_and_left_to_the_users_choi
     assert archive_for(tmp_path, [*options, "-Xmx1g"], writes=False) is None
     java = tmp_path / "java"
     java.write_bytes(b"")
-    monkeypatch.setattr("jobs.class_data.java_executable", lambda: java)
+    monkeypatch.setattr("jobs.jvm.java_executable", lambda: java)
     assert archive_for(tmp_path, options, writes=False) is None
     # the user's own class-data choice in JVM_ARGS wins
     assert archive_for(tmp_path, [*options, "-Xshare:off"], writes=True) is None
@@ -351,7 +351,7 @@ def test_class_data_archive_is_written_once_then_used_and_left_to_the_users_choi
 def test_class_data_folder_keeps_the_newest_archives_and_the_parts_being_written(
     tmp_path: Path,
 ) -> None:
-    from jobs.class_data import KEEP, tidy
+    from jobs.jvm import KEEP, tidy
 
     archives = [tmp_path / f"flink-{i:016x}.jsa" for i in range(KEEP + 2)]
     for age, path in enumerate(reversed(archives)):

@@ -1,4 +1,5 @@
-"""Class-data sharing for the JVM of the embedded mini-cluster: a job starts seconds sooner.
+"""The JVM of the embedded mini-cluster: its class-data archive, so that a job starts seconds
+sooner, and its end, so that a finished job exits at once.
 
 Most of a short job's start-up is the JVM loading and verifying some 18,000 classes of Flink,
 Pekko, Beam and Kafka. A run without an archive asks the JVM to write the classes it loaded
@@ -96,12 +97,11 @@ def _gateway_pid() -> int | None:
     return None
 
 
-def write(archive: Archive) -> bool:
-    """Ends the gateway JVM the normal way, so that it writes the archive, waits for it and
-    moves the archive into place; archives of other digests and parts of dead runs go.
-    True when the archive is in place."""
-    if archive.part is None:
-        return False
+def end(archive: Archive | None) -> bool:
+    """Ends the gateway JVM once the job is done, the normal way: at once, instead of when its
+    watchdog notices this process gone (up to a second later, which whoever waits for the
+    job's output waits too), and so that it writes its archive if asked to. Then moves that
+    archive into place. True when a new archive is in place."""
     pid = _gateway_pid()
     if pid is None:
         return False
@@ -113,24 +113,31 @@ def write(archive: Archive) -> bool:
     logging.disable(logging.CRITICAL)
     with contextlib.suppress(Exception):  # the call never returns: the JVM is gone
         get_gateway().jvm.java.lang.System.exit(0)
-    deadline = time.monotonic() + WRITE_TIMEOUT_S
-    status = None
+    status = _wait(pid, WRITE_TIMEOUT_S)
+    part = archive.part if archive is not None else None
+    if archive is None or part is None:
+        return False
+    if status != 0 or not part.exists() or part.stat().st_size == 0:
+        part.unlink(missing_ok=True)
+        return False
+    os.replace(part, archive.path)
+    tidy(archive.path.parent)
+    return True
+
+
+def _wait(pid: int, timeout_s: float) -> int | None:
+    """The exit status of child ``pid`` once it ended (0 if something else reaped it), None
+    if it runs on after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:  # reaped by subprocess already: gone
-            break
+            return 0
         if done:
-            break
+            return os.waitstatus_to_exitcode(status)
         time.sleep(0.05)
-    else:
-        return False
-    if status not in (None, 0) or not archive.part.exists() or archive.part.stat().st_size == 0:
-        archive.part.unlink(missing_ok=True)
-        return False
-    os.replace(archive.part, archive.path)
-    tidy(archive.path.parent)
-    return True
+    return None
 
 
 def tidy(folder: Path) -> None:

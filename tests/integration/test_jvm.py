@@ -1,4 +1,4 @@
-"""The mini-cluster's class-data archive (jobs/class_data.py): the first bounded run writes it
+"""The mini-cluster's class-data archive (jobs/jvm.py): the first bounded run writes it
 as its JVM exits, the next run's JVM maps Flink's classes from it, and both runs deliver every
 record exactly once."""
 
