@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import gc
 import importlib
 import os
 import signal
@@ -31,7 +32,7 @@ import site
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -621,6 +622,26 @@ def run(launch: Launch) -> None:
         jvm.end(launch.archive)
 
 
+@contextlib.contextmanager
+def runtime_imported_meanwhile() -> Iterator[None]:
+    """Imports PyFlink's Python runtime (Apache Beam, pandas: over a second here), which
+    building the graph needs, on a thread while the body checks the brokers and starts the JVM.
+
+    The cyclic garbage collector is off until the import is done: run on the importing thread,
+    it could finalise a py4j object of this one and so send a command to the JVM over a second
+    connection, served by another Java thread, which lacks the class loader that holds the
+    job's jars ("Could not found the Java class ...KafkaSource.builder", seen once).
+    """
+    gc.disable()
+    importer = threading.Thread(target=importlib.import_module, args=("pyflink.fn_execution",))
+    importer.start()
+    try:
+        yield
+    finally:
+        importer.join()
+        gc.enable()
+
+
 def launched(argv: Sequence[str] | None) -> Launch:
     """:func:`prepare` for a command line; a bad setting or an unreachable broker exits 2
     with the cause named."""
@@ -633,10 +654,8 @@ def launched(argv: Sequence[str] | None) -> Launch:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Building the graph imports PyFlink's Python runtime (Apache Beam, pandas: over a second
-    # here); imported meanwhile, it overlaps the broker checks and the JVM's start.
-    threading.Thread(target=importlib.import_module, args=("pyflink.fn_execution",)).start()
-    launch = launched(argv)
+    with runtime_imported_meanwhile():
+        launch = launched(argv)
     build(launch.env, launch.config, offsets=launch.offsets, stop_at=launch.stop_at)
     run(launch)
     return 0
