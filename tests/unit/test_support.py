@@ -363,3 +363,18 @@ def test_class_data_folder_keeps_the_newest_archives_and_the_parts_being_written
     dead.write_bytes(b"p")
     tidy(tmp_path)
     assert sorted(tmp_path.iterdir()) == sorted([*archives[:KEEP], writing])
+
+
+def test_runtime_import_on_the_side_keeps_the_garbage_collector_off_until_it_is_done() -> None:
+    import gc
+    import sys
+
+    from jobs.dlq_job import runtime_imported_meanwhile
+
+    assert gc.isenabled()
+    with runtime_imported_meanwhile():
+        assert not gc.isenabled()  # no py4j finalizer may run on the importing thread
+    assert gc.isenabled() and "pyflink.fn_execution" in sys.modules
+    with pytest.raises(SystemExit), runtime_imported_meanwhile():
+        sys.exit(2)  # a configuration error: collection comes back on
+    assert gc.isenabled()
