@@ -10,7 +10,7 @@ binary, one set of JVM options and one set of Flink jars (the JVM refuses any ot
 name is a digest of all three and a change of any makes a new one.
 
 Only a run that ends on its own writes one (``--bounded``): the JVM writes it on a normal
-exit, which here takes some seconds once, and the launcher waits for it, then renames it into
+exit, which here takes about 10 s once, and the launcher waits for it, then renames it into
 place. A run stopped by a signal leaves none, and ``-Xshare:auto`` (the JVM's default) runs
 on without an archive that is missing or unusable.
 """
@@ -84,9 +84,13 @@ def archive_for(folder: Path, jvm_options: list[str], writes: bool) -> Archive |
     return Archive(path, path.with_name(f"{path.name}.part-{os.getpid()}"))
 
 
-def _gateway_pid() -> int | None:
-    """The PyFlink gateway JVM: this process's child running PythonGatewayServer."""
-    for proc in Path("/proc").iterdir():
+def _gateway_pid(procfs: Path = Path("/proc")) -> int | None:
+    """The PyFlink gateway JVM: this process's child running PythonGatewayServer; None where
+    there is no such child or no /proc to find it in (not Linux: the JVM then ends by itself
+    once this process has gone)."""
+    if not procfs.is_dir():
+        return None
+    for proc in procfs.iterdir():
         if not proc.name.isdigit():
             continue
         with contextlib.suppress(OSError):

@@ -378,3 +378,11 @@ def test_runtime_import_on_the_side_keeps_the_garbage_collector_off_until_it_is_
     with pytest.raises(SystemExit), runtime_imported_meanwhile():
         sys.exit(2)  # a configuration error: collection comes back on
     assert gc.isenabled()
+
+
+def test_ending_the_jvm_without_procfs_leaves_it_to_end_by_itself(tmp_path: Path) -> None:
+    from jobs.jvm import _gateway_pid, end
+
+    assert _gateway_pid(tmp_path / "no-proc") is None  # not Linux: nothing to find, no error
+    assert _gateway_pid() is None  # this test process has no gateway JVM child
+    assert end(None) is False
