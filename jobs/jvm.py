@@ -1,16 +1,16 @@
 """The JVM of the embedded mini-cluster: its class-data archive, so that a job starts seconds
 sooner, and its end, so that a finished job exits at once.
 
-Most of a short job's start-up is the JVM loading and verifying some 18,000 classes of Flink,
+Most of a short job's start-up is the JVM loading and verifying the many classes of Flink,
 Pekko, Beam and Kafka. A run without an archive asks the JVM to write the classes it loaded
 to a dynamic CDS archive when it exits (``-XX:ArchiveClassesAtExit``); every later run maps
-that archive instead of loading the classes one by one (``-XX:SharedArchiveFile``: a bounded
-job of a few records here 13.6 -> 10.1 s from launch to exit). The archive belongs to one JVM
+that archive instead of loading the classes one by one (``-XX:SharedArchiveFile``; BENCH.md
+gives the start-up it makes). The archive belongs to one JVM
 binary, one set of JVM options and one set of Flink jars (the JVM refuses any other), so its
 name is a digest of all three and a change of any makes a new one.
 
 Only a run that ends on its own writes one (``--bounded``): the JVM writes it on a normal
-exit, which here takes about 10 s once, and the launcher waits for it, then renames it into
+exit, which takes some seconds once, and the launcher waits for it, then renames it into
 place. A run stopped by a signal leaves none, and ``-Xshare:auto`` (the JVM's default) runs
 on without an archive that is missing or unusable.
 """
@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyflink
+from pyflink.pyflink_gateway_server import find_java_executable
 
 # The user's own JVM_ARGS decide about class-data sharing if they name any of these.
 USER_CHOICE = ("-Xshare", "SharedArchiveFile", "ArchiveClassesAtExit", "AutoCreateSharedArchive")
 # Archives kept, the newest first (each ~120 MB).
 KEEP = 3
-# How long the launcher waits for the JVM to write a new archive after the job (~10 s here).
+# How long the launcher waits for the JVM to write a new archive after the job.
 WRITE_TIMEOUT_S = 120.0
 
 
@@ -52,10 +53,9 @@ class Archive:
 
 
 def java_executable() -> Path | None:
-    """The ``java`` PyFlink starts: JAVA_HOME's, else the first on PATH."""
-    home = os.environ.get("JAVA_HOME")
-    found = str(Path(home) / "bin" / "java") if home else shutil.which("java")
-    return Path(found).resolve() if found and Path(found).exists() else None
+    """The ``java`` PyFlink starts (its own choice: ``env.java.home``, JAVA_HOME, PATH)."""
+    found = shutil.which(find_java_executable())
+    return Path(found).resolve() if found else None
 
 
 def digest(java: Path, jvm_options: list[str]) -> str:
@@ -118,13 +118,12 @@ def end(archive: Archive | None) -> bool:
     with contextlib.suppress(Exception):  # the call never returns: the JVM is gone
         get_gateway().jvm.java.lang.System.exit(0)
     status = _wait(pid, WRITE_TIMEOUT_S)
-    part = archive.part if archive is not None else None
-    if archive is None or part is None:
+    if archive is None or archive.part is None:
         return False
-    if status != 0 or not part.exists() or part.stat().st_size == 0:
-        part.unlink(missing_ok=True)
+    if status != 0 or not archive.part.exists() or archive.part.stat().st_size == 0:
+        archive.part.unlink(missing_ok=True)
         return False
-    os.replace(part, archive.path)
+    os.replace(archive.part, archive.path)
     tidy(archive.path.parent)
     return True
 
@@ -152,5 +151,15 @@ def tidy(folder: Path) -> None:
         old.unlink(missing_ok=True)
     for part in folder.glob("flink-*.jsa.part-*"):
         pid = part.name.rpartition("-")[2]
-        if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+        if not (pid.isdigit() and _alive(int(pid))):
             part.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

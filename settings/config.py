@@ -190,6 +190,12 @@ def _jvm_options(tree: Mapping[str, Any], path: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _folder(tree: Mapping[str, Any], path: str) -> Path | None:
+    """A folder relative to the repository root; None when the setting is empty."""
+    value = _get(tree, path)
+    return ROOT / str(value) if value else None
+
+
 def _retention(tree: Mapping[str, Any], path: str) -> int:
     value = _get(tree, path)
     if value is None:
@@ -336,11 +342,7 @@ def load_config(
         source_properties=_properties(tree, "kafka.source"),
         sink_properties=_properties(tree, "kafka.sink"),
         local_jvm_options=_jvm_options(tree, "flink.local_jvm_options"),
-        class_data_dir=(
-            ROOT / str(_get(tree, "flink.class_data_dir"))
-            if _get(tree, "flink.class_data_dir")
-            else None
-        ),
+        class_data_dir=_folder(tree, "flink.class_data_dir"),
         ingest=IngestConfig(
             spool=env.get("MARKETLAG_SPOOL") or str(_get(tree, "ingest.spool")),
             delivery_timeout_ms=_int(tree, "ingest.delivery_timeout_ms", 1),

@@ -29,8 +29,12 @@ def test_first_bounded_run_writes_the_archive_and_the_next_maps_flink_from_it(
     rss = config.feeds["rss"]
 
     def send(first: int) -> None:
-        values = [orjson.dumps({**RSS_OK, "event_id": f"e-{i}"}) for i in range(first, first + 50)]
-        produce(bootstrap, rss.input, [(v[:8], v, []) for v in values])
+        ids = [f"e-{i}" for i in range(first, first + 50)]
+        produce(
+            bootstrap,
+            rss.input,
+            [(i.encode(), orjson.dumps({**RSS_OK, "event_id": i}), []) for i in ids],
+        )
 
     send(0)
     first = run_job(path)
